@@ -1,0 +1,96 @@
+"""The σ-aware denoiser that wraps a raw network (EDM's split: the net never sees σ directly)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from scoregen._util import append_dims
+
+__all__ = ["Denoiser", "PRECONDITIONINGS"]
+
+PRECONDITIONINGS = ("none", "edm")
+
+
+class Denoiser(nn.Module):
+    """``D(x, σ)`` built from a raw network ``net(x, c_noise)``.
+
+    ``precond="edm"`` (Karras et al. 2022, eq. 7 and Table 1)::
+
+        D(x, σ) = c_skip(σ) x + c_out(σ) net(c_in(σ) x, c_noise(σ))
+        c_skip = σ_d² / (σ² + σ_d²),  c_out = σ σ_d / sqrt(σ² + σ_d²),
+        c_in   = 1 / sqrt(σ² + σ_d²), c_noise = log(σ) / 4
+
+    ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (the seeds' plain DAE).
+
+    With ``fixed_sigma`` set, the denoiser was trained at that single level: ``sigma`` may
+    be omitted, and any other value raises a ValueError naming both (a fixed-σ DAE says
+    nothing true about other noise levels).
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        precond: str = "edm",
+        sigma_data: float = 0.5,
+        fixed_sigma: float | None = None,
+    ):
+        super().__init__()
+        if precond not in PRECONDITIONINGS:
+            raise ValueError(f"precond must be one of {PRECONDITIONINGS}, got {precond!r}")
+        if not (sigma_data > 0 and math.isfinite(sigma_data)):
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        if fixed_sigma is not None and not (fixed_sigma > 0 and math.isfinite(fixed_sigma)):
+            raise ValueError(f"fixed_sigma must be > 0 or None, got {fixed_sigma}")
+        self.net = net
+        self.precond = precond
+        self.sigma_data = float(sigma_data)
+        self.fixed_sigma = None if fixed_sigma is None else float(fixed_sigma)
+
+    def _sigma_batch(self, sigma, x: Tensor) -> Tensor:
+        if sigma is None:
+            if self.fixed_sigma is None:
+                raise ValueError(
+                    "sigma is required: this denoiser is conditioned on the noise level"
+                )
+            sigma = self.fixed_sigma
+        elif self.fixed_sigma is not None:
+            values = (
+                (sigma.min().item(), sigma.max().item())
+                if isinstance(sigma, Tensor)
+                else (float(sigma),)
+            )
+            for value in values:
+                if abs(value - self.fixed_sigma) > 1e-4 * self.fixed_sigma:
+                    raise ValueError(
+                        f"this denoiser was trained at the single noise level "
+                        f"sigma={self.fixed_sigma:g}; it cannot be used at sigma={value:g}"
+                    )
+        if isinstance(sigma, Tensor):
+            sigma = sigma.to(device=x.device, dtype=x.dtype)
+            if sigma.ndim == 0 or sigma.shape == (1,):
+                return sigma.reshape(1).expand(x.shape[0])
+            if sigma.shape != (x.shape[0],):
+                raise ValueError(
+                    f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got {tuple(sigma.shape)}"
+                )
+            return sigma
+        return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+
+    def forward(self, x: Tensor, sigma=None) -> Tensor:
+        sigma = self._sigma_batch(sigma, x)
+        c_noise = sigma.log() / 4
+        if self.precond == "none":
+            return self.net(x, c_noise)
+        s = append_dims(sigma, x.ndim)
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (s**2 + sd2)
+        c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
+        c_in = 1 / (s**2 + sd2).sqrt()
+        return c_skip * x + c_out * self.net(c_in * x, c_noise)
+
+    def extra_repr(self) -> str:
+        return f"precond={self.precond!r}, sigma_data={self.sigma_data:g}, fixed_sigma={self.fixed_sigma}"
