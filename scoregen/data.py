@@ -11,7 +11,7 @@ from torch import Tensor
 
 from scoregen.gmm import PRESETS, GaussianMixture, preset
 
-__all__ = ["Dataset", "mixture_dataset"]
+__all__ = ["Dataset", "DATASETS", "load_dataset", "mixture_dataset"]
 
 
 @dataclass
@@ -20,7 +20,9 @@ class Dataset:
 
     Either ``train`` holds a finite set ``[N, *shape]`` (minibatches are drawn from it with
     replacement, from the caller's generator), or ``sampler(n, generator)`` draws fresh
-    examples without end (the toys). ``normalization`` maps model space back to data
+    examples without end (the toys), or ``pairs`` holds ``[N, 2, *shape]`` independent noisy
+    observations of the same images at level ``info["pair_sigma"]`` and no clean data
+    (Noise2Noise training). ``normalization`` maps model space back to data
     space, ``data = x * scale + shift``; it is stored in checkpoints. ``oracle`` is the
     exact mixture for the mixture toys.
     """
@@ -30,6 +32,7 @@ class Dataset:
     train: Tensor | None = None
     test: Tensor | None = None
     sampler: Callable[[int, torch.Generator | None], Tensor] | None = None
+    pairs: Tensor | None = None
     normalization: dict[str, Any] = field(default_factory=lambda: {"scale": 1.0, "shift": 0.0})
     oracle: GaussianMixture | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -48,8 +51,20 @@ class Dataset:
         """A batch ``[n, *shape]`` of training examples (float32)."""
         if self.sampler is not None:
             return self.sampler(n, generator).float()
+        if self.train is None:
+            raise ValueError(f"dataset {self.name!r} holds only noisy pairs; use sample_pairs()")
         index = torch.randint(0, self.train.shape[0], (n,), generator=generator)
         return self.train[index]
+
+    def sample_pairs(
+        self, n: int, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` Noise2Noise pairs ``(noisy input, independent noisy target)``."""
+        if self.pairs is None:
+            raise ValueError(f"dataset {self.name!r} has no noisy pairs")
+        index = torch.randint(0, self.pairs.shape[0], (n,), generator=generator)
+        batch = self.pairs[index]
+        return batch[:, 0], batch[:, 1]
 
     def to_data_space(self, x: Tensor) -> Tensor:
         """Undo the normalisation: model space -> data (pixel) space."""
@@ -86,3 +101,16 @@ def mixture_dataset(name: str, n_test: int = 10_000, seed: int = 0) -> Dataset:
         oracle=mix,
         info={"kind": "mixture"},
     )
+
+
+# name -> loader(**options) -> Dataset. Loaders take keyword options only (seed, sizes, paths).
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    name: (lambda name=name, **options: mixture_dataset(name, **options)) for name in PRESETS
+}
+
+
+def load_dataset(name: str, **options: Any) -> Dataset:
+    """A dataset by name (one of :data:`DATASETS`), built offline."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name](**options)
