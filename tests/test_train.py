@@ -340,7 +340,7 @@ def test_estimated_sigma_data_is_the_data_std():
 # ratio ≥ 1 − 4 se is a hard statistical check. The upper bounds are training tolerances
 # for these tiny budgets (the experiment reaches ≤ 5 % with a longer run): measured ratios
 # are ≈ 1.01 (dae), 1.02 (n2n), 1.04 (esm, ssm). A wrong loss misses by far: the identity
-# denoiser scores σ²/MMSE ≈ 2.4 at σ = 0.8 here, and the prior mean ≈ 7.
+# denoiser scores σ²/MMSE ≈ 2.3 at σ = 0.8 here, and the prior mean ≈ 13.
 
 
 def assert_near_mmse(denoiser, oracle, sigma, bound):
@@ -422,10 +422,15 @@ def test_esm_on_a_gaussian_recovers_its_score():
     with torch.no_grad():
         learned = result.score(y, 0.5)
     exact = gauss.score(y, 0.5)
-    rel = ((learned - exact).square().sum(1).mean() / exact.square().sum(1).mean()).item()
-    # the score error equals the denoiser's excess MSE over σ⁴: bounded here by ~0.1·MMSE/σ⁴
-    # relative to E‖s‖² = tr (C + σ²I)⁻¹; measured ≈ 0.01
-    assert rel < 0.05, f"relative score error {rel:.4f}"
+    error = (learned - exact).square().mean().item()
+    # ‖s − s*‖² = ‖D − D*‖²/σ⁴, so a tolerance of 1 % excess MSE (a linear score is easy for
+    # the MLP: tighter than the 10 % above) is 0.01·MMSE/σ⁴ per number, with the Gaussian's
+    # exact MMSE σ² tr(C (C + σ²I)⁻¹) / d. Measured: 1 % of this bound; a score off by 20 %
+    # in scale errs by 0.04·E‖s*‖²/d ≈ 0.047, above it (0.028).
+    cov = torch.tensor([[1.0, 0.4], [0.4, 0.6]], dtype=torch.float64)
+    mmse = 0.25 * torch.trace(cov @ torch.linalg.inv(cov + 0.25 * torch.eye(2))).item() / 2
+    bound = 0.01 * mmse / 0.5**4
+    assert error < bound, f"‖s − s*‖² per number = {error:.4f}, bound {bound:.4f}"
 
 
 @pytest.mark.cuda
