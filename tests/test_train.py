@@ -451,3 +451,13 @@ def test_training_on_cuda_with_bf16_autocast_reaches_mmse():
     denoiser = result.denoiser.cpu()
     for sigma in geometric_ladder(3.0, 0.3, 3).tolist():
         assert_near_mmse(denoiser, data.oracle, sigma, bound=1.15)
+
+
+@pytest.mark.slow
+def test_toy_mmse_experiment_meets_the_five_percent_target(tmp_path):
+    # the quality target itself (about 20 s): python -m pytest -m slow
+    from experiments.train_toy_mmse import TARGET_RATIO, run
+
+    results = run(tmp_path)
+    for row in results["toys"]["ncsn2d"]["rows"]:
+        assert row["ratio"] <= TARGET_RATIO, f"σ = {row['sigma']:.3g}: ratio {row['ratio']:.4f}"
