@@ -384,9 +384,12 @@ def test_noise2noise_trains_on_real_noisy_pairs_at_their_sigma():
     gen = torch.Generator().manual_seed(0)
     clean = mix.sample(20_000, generator=gen).float()
     pairs = clean[:, None] + 0.8 * torch.randn(20_000, 2, 1, generator=gen)
-    data = Dataset(
-        name="pairs", shape=(1,), train=clean, pairs=pairs, oracle=mix, info={"pair_sigma": 0.8}
-    )
+    # a pairs-only dataset (no clean images), built in two steps because the Dataset on main
+    # does not yet accept pairs alone
+    data = Dataset(name="pairs", shape=(1,), train=clean, oracle=mix, info={"pair_sigma": 0.8})
+    data.train, data.pairs = None, pairs
+    with pytest.raises(ValueError, match="holds only noisy pairs; train it with objective='n2n'"):
+        train(TrainConfig(**FAST, steps=1, noise="fixed", sigma=0.8), data=data)
     with pytest.raises(ValueError, match="pair_sigma=0.8"):
         train(TrainConfig(**FAST, steps=1, objective="n2n"), data=data)
     result = train(TrainConfig(**FAST, steps=1000, objective="n2n", noise="fixed"), data=data)
