@@ -3,6 +3,26 @@
 from scoregen.gmm import GaussianMixture
 from scoregen.score import FixedSigmaDenoiser, score_denoiser, tweedie_score
 
+# isort: split
+# --- samplers (scoregen/samplers/) ---
+from scoregen.samplers import (
+    MALAStats,
+    SamplerDivergence,
+    TrajectoryRecorder,
+    annealed_langevin,
+    geometric_sigmas,
+    init_from_data,
+    init_noise,
+    init_uniform,
+    karras_sigmas,
+    langevin,
+    linear_sigmas,
+    mala,
+    posterior_score,
+    predictor_corrector,
+    probability_flow,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -11,4 +31,20 @@ __all__ = [
     "score_denoiser",
     "tweedie_score",
     "__version__",
+    # --- samplers ---
+    "langevin",
+    "annealed_langevin",
+    "mala",
+    "MALAStats",
+    "predictor_corrector",
+    "probability_flow",
+    "geometric_sigmas",
+    "linear_sigmas",
+    "karras_sigmas",
+    "init_noise",
+    "init_uniform",
+    "init_from_data",
+    "posterior_score",
+    "SamplerDivergence",
+    "TrajectoryRecorder",
 ]
