@@ -89,7 +89,7 @@ def mmd(x: Tensor, y: Tensor, bandwidth: float | None = None) -> Tensor:
 
         MMD² = E k(X, X') + E k(Y, Y') − 2 E k(X, Y),   k(a, b) = exp(−‖a − b‖² / (2h²))
 
-    within-sample means over ``i ≠ j`` (Gretton et al. 2012, eq. 3), so the estimate is 0 in
+    within-sample means over ``i ≠ j`` (Gretton et al. 2012's MMD²_u), so the estimate is 0 in
     expectation for equal laws and may be slightly negative. ``bandwidth`` h defaults to the
     median heuristic on the pooled sample (:func:`median_bandwidth`). Returns a 0-d float64
     tensor. Memory ``O((n + m)²)``.

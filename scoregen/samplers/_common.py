@@ -263,7 +263,9 @@ def _progress_bar(name: str, total: int, progress: bool | None):
     from tqdm.auto import tqdm
 
     if progress is None:
-        return tqdm(total=total, desc=name, disable=None, delay=_AUTO_PROGRESS_DELAY_S, leave=False)
+        bar = tqdm(total=total, desc=name, disable=None, delay=_AUTO_PROGRESS_DELAY_S, leave=False)
+        # Not a terminal: tqdm disabled itself; drop it so the loop skips the per-step call.
+        return None if bar.disable else bar
     return tqdm(total=total, desc=name, disable=False)
 
 

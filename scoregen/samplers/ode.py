@@ -34,8 +34,9 @@ def probability_flow(
     """Deterministic sampling along the probability-flow ODE ``dx/dσ = −σ s(x, σ)``.
 
     If ``x`` is distributed as ``p_{σ_0}``, following the ODE down the ladder keeps it
-    distributed as ``p_σ`` at every σ (Song et al. 2021, eq. 13 with ``g² = d[σ²]/dt``;
-    Karras et al. 2022, eq. 4 with ``σ(t) = t``). With ``d(x, σ) = −σ s(x, σ)`` and
+    distributed as ``p_σ`` at every σ (the probability-flow ODE of Song et al. 2021 for the
+    VE SDE, ``f = 0``, ``g² = dσ²/dt``; Karras et al. 2022 with ``σ(t) = t``). With
+    ``d(x, σ) = −σ s(x, σ)`` and
     ``h = σ_{i+1} − σ_i < 0``:
 
     * ``"euler"``: ``x ← x + h d(x, σ_i)``;

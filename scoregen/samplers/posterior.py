@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 
+import torch
 from torch import Tensor
 
 from scoregen.samplers._common import check_callable
@@ -34,6 +35,21 @@ def _noise_sigma(noise_sigma, physics) -> float:
     return noise_sigma
 
 
+class _Converted:
+    """A tensor and its copies on other devices/dtypes, made once (no host-to-device copy
+    per sampler step)."""
+
+    def __init__(self, tensor: Tensor):
+        self.tensor = tensor
+        self._copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+    def like(self, x: Tensor) -> Tensor:
+        key = (x.device, x.dtype)
+        if key not in self._copies:
+            self._copies[key] = self.tensor.to(device=x.device, dtype=x.dtype)
+        return self._copies[key]
+
+
 def _operators(physics):
     """``(A, Aᵀ)`` as functions of a batch: a matrix ``[m, d]`` on flattened x, or a
     deepinv-style physics with ``A`` and ``A_adjoint`` methods (duck-typed: no import)."""
@@ -43,10 +59,10 @@ def _operators(physics):
                 f"a matrix physics must be a float [m, d] tensor, got shape "
                 f"{tuple(physics.shape)} and dtype {physics.dtype}"
             )
-        matrix = physics
+        matrix = _Converted(physics)
 
         def forward(x: Tensor) -> Tensor:
-            a = matrix.to(device=x.device, dtype=x.dtype)
+            a = matrix.like(x)
             flat = x.reshape(x.shape[0], -1)
             if flat.shape[1] != a.shape[1]:
                 raise ValueError(
@@ -56,8 +72,7 @@ def _operators(physics):
             return flat @ a.T
 
         def adjoint(r: Tensor, like: Tensor) -> Tensor:
-            a = matrix.to(device=r.device, dtype=r.dtype)
-            return (r @ a).reshape(like.shape)
+            return (r @ matrix.like(r)).reshape(like.shape)
 
         return forward, adjoint
     if callable(getattr(physics, "A", None)) and callable(getattr(physics, "A_adjoint", None)):
@@ -99,9 +114,10 @@ def posterior_score(prior_score, y: Tensor, physics, noise_sigma: float | None =
     if isinstance(physics, Tensor) and y.ndim == 1:
         y = y[None]
     precision = 1.0 / noise_sigma**2
+    observation = _Converted(y)
 
     def score(x: Tensor, sigma) -> Tensor:
-        residual = y.to(device=x.device, dtype=x.dtype) - forward(x)
+        residual = observation.like(x) - forward(x)
         return prior_score(x, sigma) + precision * adjoint(residual, x)
 
     score.prior_score = prior_score

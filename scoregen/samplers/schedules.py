@@ -48,7 +48,8 @@ def geometric_sigmas(
     """NCSN's geometric ladder: ``σ_i = σ_max (σ_min / σ_max)^(i / (n − 1))``, ``i = 0 … n−1``.
 
     Consecutive ratios are constant, so each level's noise ball overlaps the next one's
-    (Song & Ermon 2019, Technique 2). Returns a descending ``[n]`` tensor; ``σ_min > 0``.
+    (Song & Ermon 2020, "Improved Techniques for Training Score-Based Generative Models",
+    Technique 2). Returns a descending ``[n]`` tensor; ``σ_min > 0``.
     """
     sigma_max, sigma_min, n = _check_range(sigma_max, sigma_min, n, allow_zero_min=False)
     t = torch.linspace(0.0, 1.0, n, dtype=torch.float64)
