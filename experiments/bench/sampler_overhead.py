@@ -16,6 +16,10 @@ the median. The goal is ``langevin / bare <= 1.1``.
     python -m experiments.bench.sampler_overhead            # 10k particles, 20 x 50 steps
     python -m experiments.bench.sampler_overhead --quick    # a few seconds
     python -m experiments.bench.sampler_overhead --device cuda
+    python -m experiments.bench.sampler_overhead --score linear  # bookkeeping cost exposed
+
+``--score linear`` swaps the MLP for ``s(x) = −x``, so that the per-step cost of the
+sampler's own bookkeeping (a few small kernels and Python calls) is not hidden by the network.
 """
 
 from __future__ import annotations
@@ -37,8 +41,20 @@ SIGMA = 0.5
 STEP_SIZE = 1e-3
 
 
-def build_score(device: torch.device, hidden: int = 128, depth: int = 3, seed: int = 0):
-    """The benchmark's score: Tweedie on an EDM-preconditioned MLP denoiser for 2-D points."""
+def linear_score(x, sigma):
+    """Score of N(0, I): almost free, so the sampler's own per-step cost shows."""
+    return -x
+
+
+def build_score(
+    device: torch.device, kind: str = "mlp", hidden: int = 128, depth: int = 3, seed: int = 0
+):
+    """The benchmark's score: Tweedie on an EDM-preconditioned MLP denoiser for 2-D points
+    (``kind="mlp"``), or the trivial ``s(x) = −x`` (``kind="linear"``)."""
+    if kind == "linear":
+        return linear_score
+    if kind != "mlp":
+        raise ValueError(f"kind must be 'mlp' or 'linear', got {kind!r}")
     torch.manual_seed(seed)
     net = MLP(MLPConfig(shape=(2,), hidden=[hidden] * depth, embed_dim=32))
     denoiser = Denoiser(net).to(device).eval()
@@ -93,10 +109,11 @@ def run(
     repeats: int = 20,
     device: str = "cpu",
     seed: int = 0,
+    score_kind: str = "mlp",
 ) -> dict[str, list[float]]:
     """Time every contender ``repeats`` times (interleaved, shuffled); return all the times."""
     device = torch.device(device)
-    score = build_score(device)
+    score = build_score(device, score_kind)
     x0 = torch.randn(n_particles, 2, generator=torch.Generator().manual_seed(1)).to(device)
     contenders = {
         "floor (score only)": score_floor,
@@ -120,7 +137,9 @@ def run(
     return times
 
 
-def report(times: dict[str, list[float]], n_particles: int, n_steps: int, device: str) -> str:
+def report(
+    times: dict[str, list[float]], n_particles: int, n_steps: int, device: str, score: str = "mlp"
+) -> str:
     """The table: best and median time per step of each contender, and their ratios."""
     best = {name: min(values) for name, values in times.items()}
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -129,7 +148,7 @@ def report(times: dict[str, list[float]], n_particles: int, n_steps: int, device
         name = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
     repeats = len(times["bare loop"])
     lines = [
-        f"ULA overhead: {n_particles} particles x 2-D, {repeats} trials of {n_steps} steps, "
+        f"ULA overhead, {score} score: {n_particles} particles x 2-D, {repeats} trials of {n_steps} steps, "
         f"device {name}, torch {torch.__version__}, {torch.get_num_threads()} threads",
         f"{'contender':<28} {'best ms/step':>12} {'/ bare':>7} {'/ floor':>8} "
         f"{'median ms/step':>15} {'/ bare':>7}",
@@ -155,14 +174,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="steps per trial")
     parser.add_argument("--repeats", type=int, default=20, help="trials per contender")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--score", choices=["mlp", "linear"], default="mlp")
     parser.add_argument("--quick", action="store_true", help="1,000 particles, 3 x 20 steps")
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if args.quick:
         args.particles, args.steps, args.repeats = 1_000, 20, 3
-    times = run(args.particles, args.steps, args.repeats, args.device)
-    print(report(times, args.particles, args.steps, args.device))
+    times = run(args.particles, args.steps, args.repeats, args.device, score_kind=args.score)
+    print(report(times, args.particles, args.steps, args.device, args.score))
 
 
 if __name__ == "__main__":
