@@ -8,6 +8,24 @@ from scoregen.score import FixedSigmaDenoiser, score_denoiser, tweedie_score
 from scoregen.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scoregen.losses import dae_loss
 from scoregen.train import TrainConfig, TrainResult, train
+# --- samplers (scoregen/samplers/) ---
+from scoregen.samplers import (
+    MALAStats,
+    SamplerDivergence,
+    TrajectoryRecorder,
+    annealed_langevin,
+    geometric_sigmas,
+    init_from_data,
+    init_noise,
+    init_uniform,
+    karras_sigmas,
+    langevin,
+    linear_sigmas,
+    mala,
+    posterior_score,
+    predictor_corrector,
+    probability_flow,
+)
 
 __version__ = "0.1.0"
 
@@ -26,4 +44,20 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "train",
+    # --- samplers ---
+    "langevin",
+    "annealed_langevin",
+    "mala",
+    "MALAStats",
+    "predictor_corrector",
+    "probability_flow",
+    "geometric_sigmas",
+    "linear_sigmas",
+    "karras_sigmas",
+    "init_noise",
+    "init_uniform",
+    "init_from_data",
+    "posterior_score",
+    "SamplerDivergence",
+    "TrajectoryRecorder",
 ]
