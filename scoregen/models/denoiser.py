@@ -25,6 +25,10 @@ class Denoiser(nn.Module):
 
     ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (the seeds' plain DAE).
 
+    ``precond=None`` takes the net's own choice: the first of its ``preconditionings``
+    attribute when it has one (deepinv's DnCNN/DRUNet allow only ``"none"``: they take σ in
+    the data's units), else ``"edm"``; a precond the net does not allow is a ValueError.
+
     With ``fixed_sigma`` set, the denoiser was trained at that single level: ``sigma`` may
     be omitted, and any other value raises a ValueError naming both (a fixed-σ DAE says
     nothing true about other noise levels).
@@ -34,13 +38,20 @@ class Denoiser(nn.Module):
         self,
         net: nn.Module,
         *,
-        precond: str = "edm",
+        precond: str | None = None,
         sigma_data: float = 0.5,
         fixed_sigma: float | None = None,
     ):
         super().__init__()
+        allowed = tuple(getattr(net, "preconditionings", PRECONDITIONINGS))
+        if precond is None:
+            precond = allowed[0] if hasattr(net, "preconditionings") else "edm"
         if precond not in PRECONDITIONINGS:
             raise ValueError(f"precond must be one of {PRECONDITIONINGS}, got {precond!r}")
+        if precond not in allowed:
+            raise ValueError(
+                f"precond={precond!r} does not suit {type(net).__name__}; it allows {allowed}"
+            )
         if not (sigma_data > 0 and math.isfinite(sigma_data)):
             raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
         if fixed_sigma is not None and not (fixed_sigma > 0 and math.isfinite(fixed_sigma)):
