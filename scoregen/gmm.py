@@ -447,14 +447,19 @@ def ring8(radius: float = 5.0, std: float = 0.4, **kwargs) -> GaussianMixture:
     """Eight equal Gaussians evenly spaced on a circle."""
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
-    return GaussianMixture(torch.full((8,), 1 / 8), means, torch.full((8,), std**2), **kwargs)
+    # float64: torch.full's default float32 would round 0.4² to 0.1599999964
+    weights = torch.full((8,), 1 / 8, dtype=torch.float64)
+    variances = torch.full((8,), std**2, dtype=torch.float64)
+    return GaussianMixture(weights, means, variances, **kwargs)
 
 
 def grid25(spacing: float = 2.0, std: float = 0.3, **kwargs) -> GaussianMixture:
     """A 5×5 grid of equal Gaussians centred on the origin."""
     ticks = (torch.arange(5, dtype=torch.float64) - 2) * spacing
     means = torch.cartesian_prod(ticks, ticks)
-    return GaussianMixture(torch.full((25,), 1 / 25), means, torch.full((25,), std**2), **kwargs)
+    weights = torch.full((25,), 1 / 25, dtype=torch.float64)  # float64: 1/25 is inexact in float32
+    variances = torch.full((25,), std**2, dtype=torch.float64)
+    return GaussianMixture(weights, means, variances, **kwargs)
 
 
 PRESETS: dict[str, Callable[..., GaussianMixture]] = {
