@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 import experiments
-from scoregen._util import atomic_write
+from scoregen._io import atomic_write
 
 __all__ = [
     "main",

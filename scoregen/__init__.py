@@ -7,7 +7,7 @@ from scoregen.score import FixedSigmaDenoiser, score_denoiser, tweedie_score
 # training and checkpoints
 from scoregen.checkpoint import Checkpoint, CheckpointError, load_checkpoint, save_checkpoint
 from scoregen.losses import dae_loss
-from scoregen.train import TrainConfig, TrainResult, train
+
 # --- samplers (scoregen/samplers/) ---
 from scoregen.samplers import (
     MALAStats,
@@ -26,6 +26,7 @@ from scoregen.samplers import (
     predictor_corrector,
     probability_flow,
 )
+from scoregen.train import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
 

@@ -1,15 +1,9 @@
-"""Small helpers shared across scoregen: σ broadcasting, argument checks, atomic file writes."""
+"""Small tensor helpers shared across scoregen: σ broadcasting and argument checks."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
-import os
-import uuid
-from collections.abc import Callable
-from pathlib import Path
-from typing import IO
 
 from torch import Tensor
 
@@ -60,28 +54,3 @@ def check_positive_float(name: str, value, *, allow_zero: bool = False) -> float
         allowed = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be finite and {allowed}, got {value}")
     return value
-
-
-def atomic_write(path, write_fn: Callable[[IO], None], *, mode: str = "wb") -> Path:
-    """Create or replace ``path`` all at once: readers see the old file or the new one, never half.
-
-    ``write_fn(f)`` writes into a temporary file opened in ``mode`` (``"wb"`` or ``"w"``) in
-    the same folder, which ``os.replace`` then renames over ``path`` (a rename within one
-    file system is atomic). If ``write_fn`` raises, the temporary file is removed and
-    ``path`` is left as it was. Parent folders are created.
-    """
-    if mode not in ("wb", "w"):
-        raise ValueError(f"mode must be 'wb' or 'w', got {mode!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a name of our own rather than mkstemp, so the file gets the usual permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from scoregen._util import atomic_write
+from scoregen._io import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scoregen import plot
-from scoregen._util import atomic_write
+from scoregen._io import atomic_write
 from scoregen.gmm import preset
 
 
