@@ -8,7 +8,12 @@ from experiments.bench import deepinv_ula, sampler_overhead
 def test_scoregen_posterior_chain_equals_deepinv_ula_with_the_same_noise():
     pytest.importorskip("deepinv")
     times, check = deepinv_ula.run(batch=2, n_steps=5, repeats=1)
-    assert set(times) == {"bare loop", "deepinv ULA", "scoregen + Welford", "scoregen (final state)"}
+    assert set(times) == {
+        "bare loop",
+        "deepinv ULA",
+        "scoregen + Welford",
+        "scoregen (final state)",
+    }
     # Same update, same noise stream: float32 rounding only, far below one step's noise.
     assert check["max |Δ posterior mean|"] < 1e-5 * max(1.0, check["noise per step"])
     assert "deepinv ULA" in deepinv_ula.report(times, check, 2, 5, "cpu")
