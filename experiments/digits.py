@@ -54,10 +54,10 @@ from scoregen import (
     geometric_sigmas,
     init_noise,
     langevin,
+    plot,
     train,
     tweedie_score,
 )
-from scoregen import plot
 from scoregen.data import load_dataset
 from scoregen.metrics import energy_distance, median_bandwidth, mmd, psnr
 
