@@ -58,6 +58,7 @@ from scoregen import (
     train,
     tweedie_score,
 )
+from scoregen._util import check_positive_float, check_positive_int
 from scoregen.data import load_dataset
 from scoregen.metrics import energy_distance, median_bandwidth, mmd, psnr
 
@@ -67,7 +68,7 @@ PSNR_SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.8)
 N_CLASSES = 10
 
 
-def config_for(out_dir: Path, full: bool, seed: int, train_steps: int | None) -> TrainConfig:
+def config_for(out_dir: Path, full: bool, seed: int, train_steps: int) -> TrainConfig:
     """The training run: a small U-Net, σ log-uniform over [SIGMA_MIN, SIGMA_MAX] in pixels."""
     return TrainConfig(
         model="unet",
@@ -80,10 +81,10 @@ def config_for(out_dir: Path, full: bool, seed: int, train_steps: int | None) ->
         sigma_max=SIGMA_MAX,
         objective="dae",
         weighting="edm",
-        steps=train_steps or (8_000 if full else 400),
+        steps=train_steps,
         batch_size=128,
         lr=2e-3,
-        warmup=min(100, (train_steps or 400) // 4),
+        warmup=min(100, train_steps // 4),
         lr_schedule="cosine",
         ema_decay=0.999,
         seed=seed,
@@ -241,12 +242,23 @@ def run(
     ``ε = step_lr σ² / σ_min²`` (the same ratio ε/σ² at every level).
     """
     out_dir = Path(out_dir)
+
+    def size(name: str, value, default: int, minimum: int = 1) -> int:
+        return default if value is None else check_positive_int(name, value, minimum=minimum)
+
+    train_steps = size("train_steps", train_steps, 8_000 if full else 400)
+    n_samples = size("n_samples", n_samples, 400 if full else 100, minimum=2)
+    n_levels = size("n_levels", n_levels, 10, minimum=2)
+    n_steps_each = size("n_steps_each", n_steps_each, 100 if full else 50)
+    seeded_steps = size("seeded_steps", seeded_steps, n_levels * n_steps_each)
+    step_lr = check_positive_float("step_lr", step_lr)
+    psnr_sigmas = [check_positive_float("psnr_sigmas", s) for s in psnr_sigmas]
+    if not SIGMA_MIN <= seeded_sigma <= SIGMA_MAX:
+        raise ValueError(
+            f"seeded_sigma must lie in the trained range [{SIGMA_MIN}, {SIGMA_MAX}], "
+            f"got {seeded_sigma!r}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_samples = n_samples or (400 if full else 100)
-    n_levels = n_levels or 10
-    n_steps_each = n_steps_each or (100 if full else 50)
-    seeded_steps = seeded_steps or n_levels * n_steps_each
-    psnr_sigmas = [float(s) for s in psnr_sigmas]
 
     # ---- train
     config = config_for(out_dir, full, seed, train_steps)
