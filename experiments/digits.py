@@ -29,7 +29,8 @@ Sample quality without a pretrained network: the distance of each sample to its 
 training digit (against the same distance for test digits: far larger means blurry or broken
 samples, far smaller means copies), pixel mean and standard deviation, MMD (RBF, one bandwidth
 from the median heuristic on train ∪ test) and energy distance to the test digits (against
-train vs test as the reference), and a logistic-regression classifier fitted on the training
+train vs test as the reference; a permutation test gives the energy distance's p-value and its
+null scale at the samples' size), and a logistic-regression classifier fitted on the training
 digits: the class histogram of the samples (does annealing cover all ten digits?) and its
 mean confidence (largest class probability).
 
@@ -60,7 +61,7 @@ from scoregen import (
 )
 from scoregen._util import check_positive_float, check_positive_int
 from scoregen.data import load_dataset
-from scoregen.metrics import energy_distance, median_bandwidth, mmd, psnr
+from scoregen.metrics import energy_distance, median_bandwidth, mmd, permutation_test, psnr
 
 NAME = "digits"
 SIGMA_MIN, SIGMA_MAX = 0.01, 1.0
@@ -102,7 +103,7 @@ def psnr_table(denoiser, clean: Tensor, sigmas, generator: torch.Generator) -> l
     rows = []
     for sigma in sigmas:
         noisy = clean + sigma * torch.randn(clean.shape, generator=generator)
-        denoised = denoiser(noisy, sigma).clamp(0.0, 1.0)
+        denoised = _on_device(denoiser, noisy, sigma).clamp(0.0, 1.0)
         rows.append(
             {
                 "sigma": sigma,
@@ -117,6 +118,13 @@ def psnr_table(denoiser, clean: Tensor, sigmas, generator: torch.Generator) -> l
     return rows
 
 
+def _on_device(denoiser, x: Tensor, sigma: float) -> Tensor:
+    """``D(x, σ)`` on the denoiser's device, returned on the CPU (noise is drawn on the CPU,
+    so the PSNR table does not depend on the device)."""
+    device = next(denoiser.parameters()).device
+    return denoiser(x.to(device), sigma).cpu()
+
+
 def _pooled_psnr(x: Tensor, ref: Tensor) -> float:
     """``10 log10(1 / MSE)`` with the MSE over every pixel of the batch."""
     return -10.0 * math.log10((x - ref).double().square().mean().item())
@@ -128,7 +136,7 @@ def denoising_figure(denoiser, clean: Tensor, sigmas, rows, generator: torch.Gen
     fig, axes = plot.new_figure(len(sigmas), panel_size=(2.4, 1.3))
     for ax, sigma, row in zip(axes[0], sigmas, rows):
         noisy = clean + sigma * torch.randn(clean.shape, generator=generator)
-        denoised = denoiser(noisy, sigma)
+        denoised = _on_device(denoiser, noisy, sigma)
         title = f"σ={sigma:g}: {row['noisy_mean']:.1f}→{row['denoised_mean']:.1f} dB"
         plot.image_grid(torch.cat([clean, noisy, denoised]), clean.shape[0], ax=ax, title=title)
     fig.suptitle("held-out digits: clean / noisy (σ in pixels) / denoised")
@@ -169,9 +177,17 @@ def _summary(values: Tensor) -> dict:
     return {"mean": values.mean().item(), "median": values.median().item()}
 
 
-def sample_quality(samples: Tensor, data, classifier, bandwidth: float) -> dict:
-    """Everything measured on a batch of samples (pixels in [0, 1]) against the digits."""
+def sample_quality(samples: Tensor, data, classifier, bandwidth: float, seed: int) -> dict:
+    """Everything measured on a batch of samples (pixels in [0, 1]) against the digits.
+
+    ``energy_test`` is the permutation test of "samples and test digits share a law" on the
+    energy distance: its p-value, and the 99% quantile of the statistic under that null at
+    these sample sizes (the scale below which an energy distance means nothing).
+    """
     _, classes = class_numbers(classifier, samples)
+    test = permutation_test(
+        "energy_distance", samples, data.test, generator=torch.Generator().manual_seed(seed)
+    )
     return {
         "n": samples.shape[0],
         "nn_distance_to_train": _summary(nn_distances(samples, data.train)),
@@ -179,6 +195,7 @@ def sample_quality(samples: Tensor, data, classifier, bandwidth: float) -> dict:
         "pixel_std": samples.std().item(),
         "mmd_to_test": mmd(samples, data.test, bandwidth).item(),
         "energy_distance_to_test": energy_distance(samples, data.test).item(),
+        "energy_test": {"p_value": test.p_value, "null_quantile_99": test.threshold},
         **classes,
     }
 
@@ -265,11 +282,13 @@ def run(
     start = time.perf_counter()
     trained = train(config)
     train_seconds = time.perf_counter() - start
-    denoiser = trained.denoiser.cpu().eval()
+    denoiser = trained.denoiser.eval()
+    device = next(denoiser.parameters()).device
     score = tweedie_score(denoiser)
     data = load_dataset("digits", model_range=(0.0, 1.0))
     train_labels, test_labels = digit_labels(data)
-    generator = torch.Generator().manual_seed(seed + 1)
+    generator = torch.Generator().manual_seed(seed + 1)  # data picks, noise, starting points
+    chain_generator = torch.Generator(device).manual_seed(seed + 2)  # the samplers' noise
 
     # ---- (a) denoising on the whole test split
     start = time.perf_counter()
@@ -284,21 +303,22 @@ def run(
     seeds = data.test[torch.randperm(data.test.shape[0], generator=generator)[:n_samples]]
     seeds = seeds[torch.arange(n_samples) % seeds.shape[0]]
     x0 = seeds + seeded_sigma * torch.randn(seeds.shape, generator=generator)
+    xT = init_noise((n_samples, *data.shape), SIGMA_MAX, generator=generator)
     seeded_recorder = TrajectoryRecorder(every=max(1, seeded_steps // 20), max_chains=1, x0=x0)
     seeded_state = langevin(
-        score, x0, sigma=seeded_sigma, step_size=step_lr * seeded_sigma**2 / SIGMA_MIN**2,
-        n_steps=seeded_steps, generator=generator, callback=seeded_recorder, progress=False,
+        score, x0.to(device), sigma=seeded_sigma,
+        step_size=step_lr * seeded_sigma**2 / SIGMA_MIN**2, n_steps=seeded_steps,
+        generator=chain_generator, callback=seeded_recorder, progress=False,
     )  # fmt: skip
     with torch.no_grad():
-        seeded = denoiser(seeded_state, seeded_sigma).clamp(0.0, 1.0)
+        seeded = denoiser(seeded_state, seeded_sigma).clamp(0.0, 1.0).cpu()
 
     sigmas = geometric_sigmas(SIGMA_MAX, SIGMA_MIN, n_levels)
-    xT = init_noise((n_samples, *data.shape), SIGMA_MAX, generator=generator)
     annealed_recorder = TrajectoryRecorder(every=n_steps_each, max_chains=1, x0=xT)
     annealed = annealed_langevin(
-        score, xT, sigmas, n_steps_each=n_steps_each, step_lr=step_lr, generator=generator,
-        callback=annealed_recorder, progress=False,
-    ).clamp(0.0, 1.0)  # fmt: skip
+        score, xT.to(device), sigmas, n_steps_each=n_steps_each, step_lr=step_lr,
+        generator=chain_generator, callback=annealed_recorder, progress=False,
+    ).clamp(0.0, 1.0).cpu()  # fmt: skip
     sample_seconds = time.perf_counter() - start
 
     # ---- sample quality
@@ -306,7 +326,7 @@ def run(
     bandwidth = median_bandwidth(data.train, data.test)
     seed_labels, _ = class_numbers(classifier, seeds)
     seeded_labels, _ = class_numbers(classifier, seeded)
-    seeded_numbers = sample_quality(seeded, data, classifier, bandwidth)
+    seeded_numbers = sample_quality(seeded, data, classifier, bandwidth, seed)
     seeded_numbers["distance_from_seed"] = _summary((seeded - seeds).flatten(1).norm(dim=1))
     seeded_numbers["changed_class_fraction"] = float((seeded_labels != seed_labels).mean())
 
@@ -352,7 +372,7 @@ def run(
             "annealed": {
                 "sigmas": sigmas,
                 "n_steps_each": n_steps_each,
-                **sample_quality(annealed, data, classifier, bandwidth),
+                **sample_quality(annealed, data, classifier, bandwidth, seed),
             },
         },
         "reference": reference_quality(data, classifier, test_labels, bandwidth),

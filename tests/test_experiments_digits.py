@@ -113,6 +113,8 @@ def test_class_histograms_count_every_sample(result):
         assert block["classes_covered"] == sum(h > 0 for h in histogram)
         assert 0.1 <= block["confidence_mean"] <= 1.0
         assert 0.0 <= block["pixel_mean"] <= 1.0 and 0.0 <= block["pixel_std"] <= 0.5
+        assert 1 / 201 <= block["energy_test"]["p_value"] <= 1.0  # 200 permutations
+        assert block["energy_test"]["null_quantile_99"] > 0.0
     assert 0.0 <= sampling["seeded"]["changed_class_fraction"] <= 1.0
     assert sum(saved["reference"]["class_histogram_test"]) == saved["reference"]["n_test"]
 
