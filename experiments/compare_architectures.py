@@ -170,10 +170,14 @@ def run(
         {k: v for k, v in dict(steps=steps, batch_size=batch_size).items() if v is not None}
     )
     if n_eval is not None:
+        if not isinstance(n_eval, int) or n_eval < 1:
+            raise ValueError(f"n_eval must be an integer >= 1, got {n_eval!r}")
         size["n_eval"] = n_eval
     sigmas_pixel = [
         float(s) for s in (sigmas_pixel or (SIGMAS_PIXEL_FULL if full else SIGMAS_PIXEL))
     ]
+    if not all(0 < s < math.inf for s in sigmas_pixel):
+        raise ValueError(f"sigmas_pixel must be finite and > 0, got {sigmas_pixel}")
     configs = FULL if full else SMALL
     data_options = data_options or {}
 
@@ -219,12 +223,12 @@ def run(
             seconds = trained.summary["wall_time_s"]  # the training loop alone
             denoiser = trained.denoiser
             by_sigma = []
-            for s, sigma, y in zip(sigmas_pixel, sigmas, noisy):
+            for i, (s, sigma, y) in enumerate(zip(sigmas_pixel, sigmas, noisy)):
                 estimate = denoise(denoiser, y, sigma)
                 by_sigma.append(
                     {"sigma_pixel": s, "sigma": sigma, **pixel_scores(data, estimate, clean)}
                 )
-                if len(by_sigma) - 1 == example_index:
+                if i == example_index:
                     shown[family] = estimate[:N_EXAMPLES]
             losses = [entry["loss"] for entry in trained.history]
             rows.append(

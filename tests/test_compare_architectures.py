@@ -109,9 +109,13 @@ def test_table_and_figures_are_written(tiny_run):
         assert (out / f"compare_architectures_{suffix}.png").stat().st_size > 1000
 
 
-def test_unknown_family_or_dataset_is_refused(tmp_path):
+def test_bad_options_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="families: unknown family 'resnet'"):
         compare_architectures.run(tmp_path, families=["resnet"])
     with pytest.raises(ValueError, match="datasets: unknown dataset 'cifar10'"):
         compare_architectures.run(tmp_path, datasets=["cifar10"])
+    with pytest.raises(ValueError, match=r"sigmas_pixel must be finite and > 0, got \[0.1, -0.2\]"):
+        compare_architectures.run(tmp_path, sigmas_pixel=[0.1, -0.2])
+    with pytest.raises(ValueError, match="n_eval must be an integer >= 1, got 0"):
+        compare_architectures.run(tmp_path, n_eval=0)
     assert not any(tmp_path.iterdir())
