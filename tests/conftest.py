@@ -1,13 +1,11 @@
 """Shared fixtures: the device list (CPU always, CUDA when present) and quiet torch threads."""
 
-import os
-
 import pytest
 import torch
 
-# Two xdist workers on two cores: one intra-op thread each avoids oversubscription.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One intra-op thread per test process: the suite's tensors are small, so a second thread only
+# adds waiting, and with two xdist workers on two cores it oversubscribes them.
+torch.set_num_threads(1)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

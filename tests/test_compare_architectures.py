@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-import torch
 from scipy.special import digamma, polygamma
 
 from experiments import compare_architectures
@@ -21,15 +20,6 @@ SIGMAS_PIXEL = (0.05, 0.2)
 N_EVAL = {"digits": 297, "patches": 512}  # all digits test examples; 512 test patches
 ROW_FIELDS = {"model", "parameters", "train_seconds", "config", "by_sigma"}
 SIGMA_FIELDS = {"sigma_pixel", "sigma", "mse", "psnr", "psnr_se"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # small tensors: a second intra-op thread only adds waiting, badly so on shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

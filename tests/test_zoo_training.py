@@ -41,15 +41,6 @@ COMMON = dict(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # small tensors: a second intra-op thread only adds waiting, badly so on shared cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
