@@ -15,13 +15,14 @@ An experiment is a module ``experiments/NAME.py`` with a docstring and::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
 import pkgutil
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "load_experiment",
     "experiment_name",
     "train_toy_denoiser",
+    "one_thread",
 ]
 
 RunFn = Callable[..., dict]
@@ -159,6 +161,18 @@ def load_experiment(name: str, *, check: bool = True) -> ModuleType:
     return importlib.import_module(f"experiments.{name}")
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the caller's count. Small networks
+    gain nothing from a second thread, and lose badly when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def train_toy_denoiser(
     data: str,
     *,
@@ -173,8 +187,8 @@ def train_toy_denoiser(
 
     MSE (``objective="dae"``) on ``x + σz`` with ``log σ`` uniform over ``sigma_range``,
     EDM preconditioning and weighting ``λ(σ) = (σ² + σ_d²)/(σ σ_d)²`` (every level on the
-    same loss scale), AdamW with warmup and cosine decay, one CPU device, no files written.
-    Returns the EMA denoiser (eval mode) and a JSON-able description of the run.
+    same loss scale), AdamW with warmup and cosine decay, on one CPU thread, no files
+    written. Returns the EMA denoiser (eval mode) and a JSON-able description of the run.
     """
     from scoregen import TrainConfig, train
 
@@ -198,7 +212,8 @@ def train_toy_denoiser(
         log_every=max(1, steps // 20),
         progress=False,
     )
-    result = train(config)
+    with one_thread():
+        result = train(config)
     info = {
         "trainer": "scoregen.train",
         "model": f"mlp hidden={list(hidden)}, embed_dim=32, precond=edm",

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from experiments._common import main, save_figure, write_json
+from experiments._common import main, one_thread, save_figure, write_json
 from scoregen import TrainConfig, plot, train
 from scoregen.gmm import preset
 
@@ -113,7 +113,8 @@ def train_one(method, *, preset_name, sigma, steps, batch_size, lr, seed, eval_e
         log_every=eval_every,
         progress=False,
     )
-    result = train(config, callback=evaluate)
+    with one_thread():
+        result = train(config, callback=evaluate)
     seconds = result.summary["wall_time_s"] - eval_seconds
     return result, curve, seconds
 
