@@ -24,11 +24,12 @@ relative score error from each training loss (``loss_rel_error``, of the raw wei
 averaged over the log window).
 
 Numbers (``score_matching.json``) per method: ``rel_error``, the relative score error of
-the returned (EMA) network ``E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖²`` on ``n_final`` fresh draws
-of ``p_σ`` against the exact score (``GaussianMixture.score``), with its standard error;
-``curve``, the same on a fixed set of ``n_eval`` draws every ``eval_every`` steps (measured
-inside ``train``'s callback, its time excluded from ``train_seconds``); ``train_seconds``
-and ``ms_per_step``. Baselines on the same draws: the zero score (relative error 1) and the
+the returned (EMA) network ``E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖²`` on ``n_eval`` draws of
+``p_σ`` (independent of the training draws) against the exact score
+(``GaussianMixture.score``), with its standard error; ``curve``, the same every
+``eval_every`` steps (measured inside ``train``'s callback, its time excluded from
+``train_seconds``); ``loss_curve``, the logged training loss and its ``loss_rel_error``;
+``train_seconds`` and ``ms_per_step``. Baselines on the same draws: the zero score (relative error 1) and the
 Gaussian fit ``−C_σ⁻¹(y − m)`` with the mixture's exact mean ``m`` and covariance
 ``C_σ = Cov(p) + σ²I``, the best affine score.
 
@@ -137,7 +138,7 @@ def draw_curves(results, baseline, sigma, path):
         for ax, xlabel in ((axes[0, 0], "training step"), (axes[0, 1], "training time (s)")):
             ax.axhline(baseline, color="0.4", ls="--", lw=1.0, label="best affine score")
             ax.set(xlabel=xlabel, ylabel="$E‖s_θ − ∇\\log p_σ‖^2 / E‖∇\\log p_σ‖^2$")
-            ax.legend(loc="best")
+            ax.legend(loc="lower left")
         axes[0, 0].set_title(f"score error on draws of $p_σ$, σ = {sigma:g}\n"
                              "(solid: EMA vs exact score; dotted: from the training loss)")  # fmt: skip
         axes[0, 1].set_title("the same against training time (one thread)")
@@ -155,7 +156,6 @@ def run(
     lr: float = 2e-3,
     eval_every: int | None = None,
     n_eval: int | None = None,
-    n_final: int | None = None,
     methods=METHODS,
     preset_name: str = "ring8",
 ) -> dict:
@@ -163,8 +163,7 @@ def run(
     out_dir = Path(out_dir)
     steps = steps or (6_000 if full else 2_000)
     eval_every = eval_every or max(1, steps // 30)
-    n_eval = n_eval or (8_000 if full else 2_000)
-    n_final = n_final or (100_000 if full else 20_000)
+    n_eval = n_eval or (100_000 if full else 20_000)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"methods must be a non-empty subset of {METHODS}, got {methods!r}")
@@ -175,12 +174,10 @@ def run(
 
     y_eval = noisy_draws(mixture, sigma, n_eval, seed + 7)
     exact_eval = mixture.score(y_eval, sigma)
-    y_final = noisy_draws(mixture, sigma, n_final, seed + 8)
-    exact_final = mixture.score(y_final, sigma)
-    fisher = (exact_final**2).sum(1).mean().item()  # J = E‖∇log p_σ‖², Monte Carlo
+    fisher = (exact_eval**2).sum(1).mean().item()  # J = E‖∇log p_σ‖², Monte Carlo
     scale = sigma**4 * fisher / dim  # σ⁴ J / d: the loss units of a relative error of 1
-    baseline, baseline_se = relative_error(gaussian_fit_score(mixture, sigma)(y_final),
-                                           exact_final)  # fmt: skip
+    baseline, baseline_se = relative_error(gaussian_fit_score(mixture, sigma)(y_eval),
+                                           exact_eval)  # fmt: skip
 
     results = {}
     for method in methods:
@@ -189,9 +186,9 @@ def run(
             lr=lr, seed=seed, eval_every=eval_every, y_eval=y_eval, exact_eval=exact_eval,
         )  # fmt: skip
         with torch.no_grad():
-            y = y_final.float()
+            y = y_eval.float()
             score = (result.denoiser(y, sigma) - y) / sigma**2
-        rel, se = relative_error(score, exact_final)
+        rel, se = relative_error(score, exact_eval)
         offset = (sigma**2 if method == "dae" else 0.0) - scale  # the constant in E[loss]
         results[method] = {
             "rel_error": rel,
@@ -219,7 +216,6 @@ def run(
         "batch_size": batch_size,
         "lr": lr,
         "n_eval": n_eval,
-        "n_final": n_final,
         "fisher_per_dim": fisher / dim,
         "baselines": {
             "zero_score": 1.0,

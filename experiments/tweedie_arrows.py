@@ -140,31 +140,44 @@ def draw_arrows(mixture, panels, path):
 
 
 def draw_errors(rows, path):
-    sigmas = [r["sigma"] for r in rows]
+    sigmas = np.array([r["sigma"] for r in rows])
+
+    def column(key):
+        return np.array([r[key] for r in rows])
+
     with plot.style():
-        fig, axes = plot.new_figure(2, panel_size=(4.2, 3.2))
-        ax = axes[0, 0]
+        fig, axes = plot.new_figure(3, panel_size=(3.7, 3.2))
+        ax = axes[0, 0]  # MSE in units of the noise variance: noisy y sits at 1
         for key, label, marker in (
-            ("mse_noisy", "noisy $y$ ($= σ^2$ in expectation)", "s"),
+            ("mse_noisy", "noisy $y$", "s"),
             ("mse_exact", "exact posterior mean (MMSE)", "o"),
             ("mse_learned", "learned denoiser", "^"),
         ):
-            ax.loglog(sigmas, [r[key] for r in rows], marker=marker, ms=4, label=label)
-        ax.loglog(sigmas, [r["mmse_fisher"] for r in rows], "k+", ms=7,
-                  label="$σ^2 − σ^4 E‖∇\\log p_σ‖^2 / d$")  # fmt: skip
-        ax.set(xlabel="σ", ylabel="mean squared error per coordinate")
-        ax.set_title("denoising error")
+            ax.semilogx(sigmas, column(key) / sigmas**2, marker=marker, ms=4, label=label)
+        ax.semilogx(sigmas, column("mmse_fisher") / sigmas**2, "k+", ms=7,
+                    label="$1 − σ^2 E‖∇\\log p_σ‖^2 / d$")  # fmt: skip
+        ax.set(xlabel="σ", ylabel="MSE / σ²", ylim=(0, 1.1))
+        ax.set_title("denoising error per coordinate")
         ax.legend(loc="best")
-        ax = axes[0, 1]
+        ax = axes[0, 1]  # the learned denoiser's excess over the MMSE, paired, ± 2 SE
+        excess = column("learned_minus_exact") / column("mse_exact")
+        ax.errorbar(sigmas, excess, yerr=2 * column("learned_minus_exact_se") / column("mse_exact"),
+                    marker="^", ms=4, capsize=2, color=plot.COLORS[2])  # fmt: skip
+        ax.axhline(0.0, color="0.4", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set(xlabel="σ", ylabel="(MSE learned − MMSE) / MMSE")
+        ax.set_title("learned denoiser above the MMSE (± 2 SE)")
+        ax = axes[0, 2]
         for key, label, marker in (
             ("bayes_accuracy", "Bayes: argmax P(k | y)", "s"),
             ("nearest_mode_exact", "nearest mode of E[x | y]", "o"),
             ("nearest_mode_learned", "nearest mode of $D_θ(y)$", "^"),
             ("toward_mode_exact", "E[x | y] closer to $μ_k$ than y", "x"),
+            ("toward_mode_learned", "$D_θ(y)$ closer to $μ_k$ than y", "+"),
         ):
-            ax.semilogx(sigmas, [r[key] for r in rows], marker=marker, ms=4, label=label)
+            ax.semilogx(sigmas, column(key), marker=marker, ms=4, label=label)
         ax.set(xlabel="σ", ylabel="fraction of draws", ylim=(0, 1.02))
-        ax.set_title("does the arrow find the component that drew x?")
+        ax.set_title("does the arrow find the component of x?")
         ax.legend(loc="best")
     save_figure(fig, path)
 

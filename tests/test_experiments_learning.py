@@ -167,7 +167,7 @@ def test_tweedie_arrows_rejects_sigmas_outside_the_training_range(tmp_path):
 def test_score_matching_errors_against_the_exact_score(tmp_path):
     sigma = 0.3
     numbers = score_matching.run(
-        tmp_path, sigma=sigma, steps=300, eval_every=100, n_eval=1000, n_final=5000,
+        tmp_path, sigma=sigma, steps=300, eval_every=100, n_eval=5000,
         batch_size=128,
     )  # fmt: skip
     assert sorted(p.name for p in tmp_path.iterdir()) == [
