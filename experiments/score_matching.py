@@ -135,7 +135,10 @@ def draw_curves(results, baseline, sigma, path):
                 axes[0, 0].semilogy(*zip(*loss), color=color, ls=":", lw=0.9)
             per_step = res["train_seconds"] / res["steps"]
             axes[0, 1].semilogy([s * per_step for s in steps], errors, color=color, label=label)
-        for ax, xlabel in ((axes[0, 0], "training step"), (axes[0, 1], "training time (s)")):
+        for ax, xlabel in (
+            (axes[0, 0], "training step"),
+            (axes[0, 1], "training time (s): step × mean time per step"),
+        ):
             ax.axhline(baseline, color="0.4", ls="--", lw=1.0, label="best affine score")
             ax.set(xlabel=xlabel, ylabel="$E‖s_θ − ∇\\log p_σ‖^2 / E‖∇\\log p_σ‖^2$")
             ax.legend(loc="lower left")
