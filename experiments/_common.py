@@ -223,6 +223,7 @@ def train_toy_denoiser(
         "sigma_data": result.summary["sigma_data"],
         "steps": steps,
         "batch_size": batch_size,
+        "lr": lr,
         "sigma_range": [sigma_min, sigma_max],
         # the mean weighted loss over the last twentieth of the run
         "final_loss": result.summary["final_loss"],

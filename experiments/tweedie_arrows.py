@@ -217,9 +217,10 @@ def run(
             raise ValueError(
                 f"sigmas must lie in the training range [{lo:g}, {hi:g}], got {ladder}"
             )
+        # lr 5e-3: at 2e-3 the same 2000 steps leave ~50 % excess MSE at σ = 0.5, at 5e-3 ~5 %
         learned_denoiser, info = train_toy_denoiser(
             preset_name, sigma_range=TRAIN_SIGMA_RANGE, steps=train_steps, batch_size=256,
-            seed=seed,
+            lr=5e-3, seed=seed,
         )  # fmt: skip
         training = {"learned": "DAE trained by scoregen.train", **info}
 
