@@ -28,24 +28,22 @@ Numbers (``score_fields.json``), per σ, by quadrature on an ``n × n`` grid ``G
   ``E[‖e‖² | x ∈ Low] / E[‖s‖² | x ∈ Low]`` under ``p_σ``).
 
 The learned score: ``run(..., learned_score=score_fn)`` evaluates any ``score_fn(x, sigma)``
-(the exact ``mixture.score`` gives errors that are zero up to float32 rounding). Without one, a small σ-conditioned MLP
-denoiser is trained inline (``train_denoiser``, a minimal loop to be replaced by
-``scoregen.train`` once it lands).
+(the exact ``mixture.score`` gives errors that are zero up to float32 rounding). Without one, a
+small σ-conditioned MLP denoiser is trained by ``scoregen.train`` (MSE, ``log σ`` uniform over
+``TRAIN_SIGMA_RANGE``, EDM preconditioning and weighting; ``train_toy_denoiser`` in
+``experiments._common``) and its Tweedie score is evaluated.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from experiments._common import main, save_figure, write_json
+from experiments._common import main, save_figure, train_toy_denoiser, write_json
 from scoregen import plot, tweedie_score
-from scoregen.gmm import GaussianMixture, preset
-from scoregen.models import Denoiser, build_net
+from scoregen.gmm import preset
 
 NAME = "score_fields"
 FIELD_SIGMAS = (0.2, 0.5, 1.0, 2.0)
@@ -54,58 +52,6 @@ TRAIN_SIGMA_RANGE = (0.05, 5.0)
 BOX = 12.0  # quadrature box [−BOX, BOX]²
 SHOWN = 8.0  # the figures show [−SHOWN, SHOWN]²
 LOW_FRACTION = 0.1
-
-
-# ---------------------------------------------------------------------- the learned score
-def train_denoiser(
-    mixture: GaussianMixture,
-    *,
-    steps: int,
-    batch_size: int = 512,
-    sigma_range: tuple[float, float] = TRAIN_SIGMA_RANGE,
-    lr: float = 2e-3,
-    hidden: tuple[int, ...] = (128, 128, 128),
-    generator: torch.Generator,
-    seed: int = 0,
-) -> tuple[Denoiser, dict]:
-    """A σ-conditioned MLP denoiser trained on ``x + σz``, ``x ~ mixture``, ``log σ`` uniform.
-
-    TEMPORARY: a minimal inline loop, to be replaced by ``scoregen.train.train`` when it lands.
-    Loss: ``λ(σ) ‖D(x + σz, σ) − x‖²`` with EDM's ``λ(σ) = (σ² + σ_d²) / (σ σ_d)²``, which
-    gives every noise level the same loss scale (a plain mean would ignore small σ, whose
-    errors are ~σ² smaller). AdamW, cosine learning-rate decay.
-    """
-    sigma_data = float(mixture.covariance().diagonal().mean().sqrt())
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)  # the network's initial weights
-        net = build_net("mlp", shape=(mixture.dim,), hidden=list(hidden), embed_dim=32)
-    denoiser = Denoiser(net, precond="edm", sigma_data=sigma_data)
-    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    log_lo, log_hi = math.log(sigma_range[0]), math.log(sigma_range[1])
-    start, losses = time.perf_counter(), []
-    for _ in range(steps):
-        x = mixture.sample(batch_size, generator=generator).float()
-        sigma = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(batch_size, generator=generator))
-        noisy = x + sigma[:, None] * torch.randn(x.shape, generator=generator)
-        weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2
-        loss = (weight[:, None] * (denoiser(noisy, sigma) - x) ** 2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    denoiser.eval()
-    info = {
-        "model": f"mlp hidden={list(hidden)}, embed_dim=32, precond=edm",
-        "sigma_data": sigma_data,
-        "steps": steps,
-        "batch_size": batch_size,
-        "sigma_range": list(sigma_range),
-        "final_loss": float(np.mean(losses[-max(1, steps // 20) :])),
-        "train_seconds": time.perf_counter() - start,
-    }
-    return denoiser, info
 
 
 # ---------------------------------------------------------------------- errors on a grid
@@ -221,13 +167,14 @@ def run(
     n_error_sigmas = n_error_sigmas or (16 if full else 8)
     train_steps = train_steps or (20_000 if full else 3_000)
     mixture = preset(preset_name)
-    generator = torch.Generator().manual_seed(seed)
 
     training = {"learned": "given"}
     if learned_score is None:
-        denoiser, info = train_denoiser(mixture, steps=train_steps, generator=generator, seed=seed)
+        denoiser, info = train_toy_denoiser(
+            preset_name, sigma_range=TRAIN_SIGMA_RANGE, steps=train_steps, seed=seed
+        )
         learned_score = tweedie_score(denoiser)
-        training = {"learned": "inline-trained DAE", **info}
+        training = {"learned": "DAE trained by scoregen.train", **info}
 
     ladder = np.geomspace(*SIGMA_RANGE, n_error_sigmas).tolist()
     rows = [score_errors(mixture, learned_score, s, n_grid)[0] for s in ladder]
