@@ -281,11 +281,13 @@ def run(
     n_chains_1d: int | None = None,
     n_steps_1d: int | None = None,
     step_size_1d: float = 0.02,
+    draw: bool = True,
 ) -> dict:
     """Run (a), (b), (c); draw the two figures; write and return the numbers.
 
     ``learned_score`` (a ``score(x, sigma)``) replaces the training of (b); ``train_steps``
-    sets its length. The other keywords shrink or grow the runs.
+    sets its length. The other keywords shrink or grow the runs; ``draw=False`` skips the
+    figures (the numbers only).
     """
     out_dir = Path(out_dir)
     mixture = preset("ncsn2d")
@@ -347,9 +349,10 @@ def run(
         )
         gauss_numbers[label]["exact_variance_T_s2"] = temperature * GAUSS_STD**2
 
-    figures = [f"{NAME}.png", "langevin_temperature.png"]
-    draw_toy(out_dir / figures[0], mixture, rows, sigma_last, n_scatter=2_000)
-    draw_temperature(out_dir / figures[1], cases)
+    figures = [f"{NAME}.png", "langevin_temperature.png"] if draw else []
+    if draw:
+        draw_toy(out_dir / figures[0], mixture, rows, sigma_last, n_scatter=2_000)
+        draw_temperature(out_dir / figures[1], cases)
 
     numbers = {
         "experiment": NAME,

@@ -40,11 +40,19 @@ from scoregen.gmm import GaussianMixture, preset
 from scoregen.metrics import energy_distance, mode_weights, permutation_test
 
 NAME = "trajectories"
-# per toy: σ_1, σ_L, number of levels, step_lr (α_i = step_lr σ_i²/σ_L²), plot bounds.
-# step_lr = 0.1 σ_L² keeps α_i / Var_{p_σi} ≤ 0.1 at every level, so ULA's bias stays small.
+# per toy: σ_1, σ_L, number of levels, step_lr (α_i = step_lr σ_i²/σ_L²), plot bounds. At
+# level i a chain contracts by a factor ~ 1 − α_i / (c² + σ_i²) per step (c: component std):
+# step_lr = 0.1 σ_L² makes that 0.1 at the top, and σ_L = c/2 keeps it 0.02 at the bottom,
+# so every level relaxes within its steps (a much smaller σ_L would need far more of them).
 TOYS = {
-    "ring8": {"sigma_max": 8.0, "sigma_min": 0.1, "n_levels": 8, "step_lr": 1e-3, "bounds": 8.5},
-    "ncsn2d": {"sigma_max": 20.0, "sigma_min": 0.2, "n_levels": 8, "step_lr": 4e-3, "bounds": 10.0},
+    "ring8": {"sigma_max": 8.0, "sigma_min": 0.2, "n_levels": 8, "step_lr": 4e-3, "bounds": 8.5},
+    "ncsn2d": {
+        "sigma_max": 20.0,
+        "sigma_min": 0.5,
+        "n_levels": 8,
+        "step_lr": 0.025,
+        "bounds": 10.0,
+    },
 }
 
 
@@ -142,6 +150,8 @@ def run(
     n_steps_each: int | None = None,
     n_ed: int | None = None,
     gif_chains: int = 400,
+    gif_frames: int = 40,
+    n_panels: int = 6,
 ) -> dict:
     """Run every toy, draw the GIF (ring8, when run) and the strip, write and return the numbers."""
     out_dir = Path(out_dir)
@@ -163,12 +173,13 @@ def run(
         d = drawn["ring8"]
         frames = [x[:gif_chains] for x in d["frames"]]
         plot.trajectory_gif(frames, out_dir / f"{NAME}_ring8.gif", labels=d["labels"],
-                            mixture=d["mixture"], bounds=TOYS["ring8"]["bounds"], fps=3)  # fmt: skip
+                            mixture=d["mixture"], bounds=TOYS["ring8"]["bounds"], fps=3,
+                            max_frames=gif_frames)  # fmt: skip
         figures.append(f"{NAME}_ring8.gif")
     for name, d in drawn.items():
         fig = plot.trajectory_strip(
             [x[:gif_chains] for x in d["frames"]], labels=d["labels"], mixture=d["mixture"],
-            bounds=TOYS[name]["bounds"], n_panels=6,
+            bounds=TOYS[name]["bounds"], n_panels=n_panels,
             title=f"{name}: annealed Langevin with the exact score (contours: log p)",
         )  # fmt: skip
         save_figure(fig, out_dir / f"{NAME}_strip_{name}.png")
