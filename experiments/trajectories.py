@@ -124,7 +124,9 @@ def run_toy(name: str, *, n_chains: int, n_steps_each: int, n_ed: int, seed: int
             level_row(recorder.xs[t], exact, target, mixture, sigma, radius, n_ed, generator)
         )
     labels = [
-        "start: σ₁ z" if step < 0 else f"level {level + 1}, σ = {float(sigma):.3g}"
+        "start: σ₁ z"
+        if step < 0
+        else f"σ = {float(sigma):.3g} (level {level + 1}, step {step + 1})"
         for step, level, sigma in zip(recorder.steps, recorder.levels, recorder.sigmas)
     ]
     numbers = {
