@@ -327,8 +327,8 @@ def run(
         rows[name] = {"samples": samples, "tables": tables}
 
     # (c) temperature
-    n_chains_1d = n_chains_1d or (50_000 if full else 20_000)
-    n_steps_1d = n_steps_1d or (3_000 if full else 1_500)
+    n_chains_1d = n_chains_1d or (50_000 if full else 10_000)
+    n_steps_1d = n_steps_1d or (2_000 if full else 600)
     gauss = GaussianMixture([1.0], [[0.0]], [GAUSS_STD**2])
     two_modes = GaussianMixture(**MIXTURE_1D)
     start = time.perf_counter()
