@@ -27,7 +27,7 @@ SAMPLERS = ("langevin", "annealed", "mala", "pc", "ode")
 # tenth of the smallest variance of p_σ at that level (σ²), stable for any data.
 RELATIVE_STEP = 0.1
 TOY_SAMPLES, IMAGE_SAMPLES = 1000, 64
-GIF_FRAMES = 40
+GIF_FRAMES = 30
 THREADS_HELP = "torch CPU threads (toy-sized models run fastest on one)."
 
 
@@ -87,7 +87,10 @@ class Group(click.Group):
             click.echo("scoregen: interrupted", err=True)
             sys.exit(1)
         except (SamplerDivergence, OSError, FloatingPointError) as e:
-            click.echo(error_line(Failure(str(e))), err=True)
+            argv = sys.argv[1:] if args is None else list(args)
+            command = next((a for a in argv if a in self.commands), None)
+            where = " ".join(filter(None, [prog_name or self.name, command]))
+            click.echo(f"{where}: error: {' '.join(str(e).split())}", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -249,7 +252,7 @@ def _fmt(value: float) -> str:
 
 
 # ---------------------------------------------------------------------- the group
-@click.group(cls=Group, context_settings=CONTEXT)
+@click.group(name="scoregen", cls=Group, context_settings=CONTEXT)
 @click.version_option(__version__, "-V", "--version", prog_name="scoregen")
 def cli() -> None:
     """Score-based generative sampling: denoisers, Tweedie scores, Langevin samplers.
@@ -1014,6 +1017,9 @@ def experiment(name, list_only, out, full, seed, threads, quiet) -> None:
     start = time.perf_counter()
     try:
         numbers = load_experiment(name).run(out_dir=out_dir, full=full, seed=seed)
+    except Exception as e:
+        _remove_created(out_dir, before)
+        raise Failure(f"experiment {name} failed: {type(e).__name__}: {e}") from None
     except BaseException:
         _remove_created(out_dir, before)
         raise
