@@ -332,7 +332,7 @@ scores of mixtures), builtin:ncsn2d-dae, builtin:digits-dae (trained denoisers).
     "--temperature",
     type=Level(allow_zero=True),
     default=1.0,
-    help="langevin/annealed: T in x + ε s + sqrt(2εT) z; 1 samples p_σ, 0.5 the seed code's p_σ².",
+    help="langevin/annealed: T in x + ε s + sqrt(2εT) z; 1 samples p_σ, 0.5 samples p_σ² (normalised).",
 )
 @click.option(
     "--init",
@@ -1171,7 +1171,7 @@ def _write_png(pixels, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- builtins listing
-@cli.command(name="builtins", context_settings=CONTEXT)
+@cli.command(name="builtins", context_settings=CONTEXT, epilog="\b\nExample:\n  scoregen builtins")
 def builtins_command() -> None:
     """List the builtin:NAME checkpoints."""
     from scoregen.builtins import PREFIX, list_builtins
