@@ -76,6 +76,8 @@ class Group(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import torch
+
         from scoregen.samplers import SamplerDivergence
 
         try:
@@ -86,7 +88,13 @@ class Group(click.Group):
         except click.Abort:
             click.echo("scoregen: interrupted", err=True)
             sys.exit(1)
-        except (SamplerDivergence, OSError, FloatingPointError) as e:
+        except (
+            SamplerDivergence,
+            OSError,
+            FloatingPointError,
+            MemoryError,
+            torch.cuda.OutOfMemoryError,
+        ) as e:
             argv = sys.argv[1:] if args is None else list(args)
             command = next((a for a in argv if a in self.commands), None)
             where = " ".join(filter(None, [prog_name or self.name, command]))
@@ -240,11 +248,6 @@ class Outputs:
         for path in self.written:
             path.unlink(missing_ok=True)
         self.written.clear()
-
-
-def _echo(quiet: bool, text: str) -> None:
-    if not quiet:
-        click.echo(text)
 
 
 def _fmt(value: float) -> str:
@@ -634,7 +637,7 @@ def run_sample(**o) -> None:
     model = _load(o["ckpt"], device)
     plan = _check_sample_options(model, o)
     plan["temperature"] = o["temperature"]
-    plan["n"] = n = plan["n"]
+    n = plan["n"]
     if o["init"] == "data":
         plan["test_data"] = _test_data(model)
     batch = o["batch_size"] or n
