@@ -70,6 +70,9 @@ class Failure(click.ClickException):
         self.command_ctx = click.get_current_context(silent=True)
 
 
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class Group(click.Group):
     """A click group whose errors are one line on stderr (no usage block, no traceback)."""
 
@@ -82,6 +85,9 @@ class Group(click.Group):
 
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as e:  # bare `scoregen`: the help, as click < 8.2 showed it
+            click.echo(e.format_message())
+            sys.exit(0)
         except click.ClickException as e:
             click.echo(error_line(e), err=True)
             sys.exit(e.exit_code)

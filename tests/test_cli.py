@@ -150,6 +150,8 @@ def test_every_command_has_help_with_an_example_and_defaults():
         if command not in ("builtins",):
             assert "Example" in result.stdout, command
     assert "[default: 2000]" in invoke("sample", "--help").stdout
+    bare = invoke()
+    assert bare.exit_code == 0 and bare.stdout.startswith("Usage: scoregen") and bare.stderr == ""
 
 
 @pytest.mark.parametrize(
