@@ -688,10 +688,16 @@ def run_sample(**o) -> None:
                 "start" if step < 0 else f"step {step + 1}, σ={_fmt(_as_float(sigma))}"
                 for step, sigma in zip(recorder.steps, recorder.sigmas)
             ]
+            # frame the samples, not the wide starting cloud (early frames run off the edges)
+            bounds = None if plan["is_image"] else 1.2 * float(frames[-1].abs().max())
             outputs.write(
                 o["gif"],
                 lambda path: plot.trajectory_gif(
-                    frames, path, labels=labels, mixture=oracle if not plan["is_image"] else None
+                    frames,
+                    path,
+                    labels=labels,
+                    bounds=bounds,
+                    mixture=oracle if not plan["is_image"] else None,
                 ),
             )
     except BaseException:
