@@ -161,7 +161,12 @@ def test_every_command_has_help_with_an_example_and_defaults():
         ("builtin:bimodal1d", "pc", ".npy", ["--plot", "hist.png"]),
         ("builtin:grid25", "ode", ".pt", ["--gif", "path.gif", "--steps", "8"]),
         ("builtin:ncsn2d", "langevin", ".npy", ["--init", "uniform", "--temperature", "0.5"]),
-        ("builtin:ncsn2d", "annealed", ".npy", ["--levels", "4", "--batch-size", "70"]),
+        (
+            "builtin:ncsn2d",
+            "annealed",
+            ".npy",
+            ["--levels", "4", "--batch-size", "70", "--init", "data"],
+        ),
     ],
 )
 def test_sample_writes_what_it_prints(tmp_path, ckpt, sampler, suffix, extra):
