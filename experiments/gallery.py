@@ -72,7 +72,8 @@ def run_one(name: str, out_root: Path, gallery: Path, seed: int) -> dict:
     figures = []
     for path in sorted(out_dir.iterdir()):
         if path.suffix in FIGURE_SUFFIXES:
-            target = gallery / f"{name}__{path.name}" if path.stem != name else gallery / path.name
+            # Figures named after their experiment keep their name; others get it as a prefix.
+            target = gallery / (path.name if path.stem.startswith(name) else f"{name}__{path.name}")
             shutil.copyfile(path, target)
             figures.append(target.name)
     print(f"[gallery] {name}: {seconds:.1f} s, {len(figures)} figure(s)", file=sys.stderr)
