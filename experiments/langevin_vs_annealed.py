@@ -205,9 +205,9 @@ def _weight_bars(ax, tables: dict, true_weights, title: str) -> None:
     n_modes = len(true_weights)
     width = 0.8 / (len(labels) + 1)
     positions = np.arange(n_modes)
-    ax.bar(positions, true_weights, width, color="0.7", label="true")
+    ax.bar(positions, np.asarray(true_weights, dtype=float), width, color="0.7", label="true")
     for i, label in enumerate(labels):
-        table = tables[label]
+        table = {k: np.asarray(tables[label][k], dtype=float) for k in ("weights", "se")}
         ax.bar(positions + (i + 1) * width, table["weights"], width, yerr=2 * table["se"],
                capsize=2, color=plot.COLORS[i], label=label)  # fmt: skip
         for j in range(n_modes):
