@@ -604,7 +604,8 @@ def trajectory_strip(
     if bounds is None and _np(frames[0]).ndim == 2:
         extent = max(float(np.abs(_np(frames[t])).max()) for t in picked)
         bounds = 1.05 * extent
-    fig, axes = new_figure(len(picked), panel_size=(2.6, 2.6))
+    fig, axes = new_figure(len(picked), panel_size=(2.6, 2.9 if title else 2.6))
+    fig.set_layout_engine("compressed")  # square panels packed, titles clear of the suptitle
     for ax, t in zip(axes[0], picked):
         label = labels[t] if labels is not None else f"frame {t}"
         _draw_state(ax, frames[t], mixture=mixture, sigma=sigma, bounds=bounds,
