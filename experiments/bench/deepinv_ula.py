@@ -9,7 +9,8 @@ denoiser σ, one starting point. Contenders, run interleaved in one process:
 * ``scoregen + Welford``: ``langevin(posterior_score(tweedie_score(D), y, physics), ...)``
   with a callback that keeps the same running mean and variance;
 * ``scoregen (final state)``: the same chain without statistics (what a sampler returns);
-* ``bare loop``: the update written out by hand, the floor for any library.
+* ``bare loop``: the update written out by hand, the floor for any library;
+* ``floor (denoiser only)``: the ``n_steps`` denoiser evaluations alone.
 
 Both libraries compute ``x + ε (Aᵀ(y − Ax)/σ_n² + (D(x, σ) − x)/σ²) + sqrt(2ε) z`` per step,
 so the table measures their overheads. On the CPU both take their noise from a generator
@@ -129,7 +130,14 @@ def make_contenders(denoiser, physics, y):
             x = x + STEP_SIZE * drift + scale * z
         return x
 
+    @torch.no_grad()
+    def floor(x0, n_steps, seed):
+        for _ in range(n_steps):
+            out = denoiser(x0, SIGMA)
+        return out
+
     return {
+        "floor (denoiser only)": floor,
         "bare loop": bare,
         "deepinv ULA": deepinv_ula,
         "scoregen + Welford": ours(True),
@@ -178,12 +186,13 @@ def report(times, check, batch, n_steps, device) -> str:
         f"posterior ULA, inpainting {batch}x1x32x32, {len(times['bare loop'])} trials of "
         f"{n_steps} steps, device {name}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
-        f"{'contender':<24} {'best ms/step':>12} {'/ bare':>7} {'/ deepinv':>10} "
+        f"{'contender':<24} {'best ms/step':>12} {'/ floor':>8} {'/ bare':>7} {'/ deepinv':>10} "
         f"{'median ms/step':>15} {'/ deepinv':>10}",
     ]
     for key in times:
         lines.append(
-            f"{key:<24} {1e3 * best[key] / n_steps:>12.3f} {best[key] / best['bare loop']:>7.3f} "
+            f"{key:<24} {1e3 * best[key] / n_steps:>12.3f} "
+            f"{best[key] / best['floor (denoiser only)']:>8.3f} {best[key] / best['bare loop']:>7.3f} "
             f"{best[key] / best['deepinv ULA']:>10.3f} {1e3 * median[key] / n_steps:>15.3f} "
             f"{median[key] / median['deepinv ULA']:>10.3f}"
         )
