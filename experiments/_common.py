@@ -41,6 +41,7 @@ __all__ = [
     "list_experiments",
     "load_experiment",
     "experiment_name",
+    "toy_mlp_config",
     "train_toy_denoiser",
     "one_thread",
 ]
@@ -173,6 +174,29 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def toy_mlp_config(data: str, *, steps: int, hidden=(128, 128, 128), **fields):
+    """The experiments' toy training run as a :class:`scoregen.TrainConfig`: a σ-conditioned
+    MLP (``hidden`` widths, 32-d σ embedding) with EDM preconditioning on the toy ``data``,
+    MSE with ``log σ`` uniform and EDM weighting, on the CPU without a progress bar; any
+    other field (``sigma_min``, ``objective``, ``out_dir``, …) is passed through.
+    """
+    from scoregen import TrainConfig
+
+    defaults = dict(
+        model="mlp",
+        model_config={"hidden": list(hidden), "embed_dim": 32},
+        precond="edm",
+        data=data,
+        noise="log_uniform",
+        objective="dae",
+        weighting="edm",
+        steps=steps,
+        device="cpu",
+        progress=False,
+    )
+    return TrainConfig(**{**defaults, **fields})
+
+
 def train_toy_denoiser(
     data: str,
     *,
@@ -190,27 +214,20 @@ def train_toy_denoiser(
     same loss scale), AdamW with warmup and cosine decay, on one CPU thread, no files
     written. Returns the EMA denoiser (eval mode) and a JSON-able description of the run.
     """
-    from scoregen import TrainConfig, train
+    from scoregen import train
 
     sigma_min, sigma_max = (float(s) for s in sigma_range)
-    config = TrainConfig(
-        model="mlp",
-        model_config={"hidden": list(hidden), "embed_dim": 32},
-        precond="edm",
-        data=data,
-        noise="log_uniform",
+    config = toy_mlp_config(
+        data,
+        steps=steps,
+        hidden=hidden,
         sigma_min=sigma_min,
         sigma_max=sigma_max,
-        objective="dae",
-        weighting="edm",
-        steps=steps,
         batch_size=batch_size,
         lr=lr,
         warmup=min(200, steps // 10),
         seed=seed,
-        device="cpu",
         log_every=max(1, steps // 20),
-        progress=False,
     )
     with one_thread():
         result = train(config)

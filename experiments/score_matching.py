@@ -44,8 +44,8 @@ from pathlib import Path
 
 import torch
 
-from experiments._common import main, one_thread, save_figure, write_json
-from scoregen import TrainConfig, plot, train
+from experiments._common import main, one_thread, save_figure, toy_mlp_config, write_json
+from scoregen import plot, train
 from scoregen.gmm import preset
 
 NAME = "score_matching"
@@ -97,22 +97,18 @@ def train_one(method, *, preset_name, sigma, steps, batch_size, lr, seed, eval_e
         curve.append({"step": info["step"], "rel_error": rel, "rel_error_se": se})
         eval_seconds += time.perf_counter() - start
 
-    config = TrainConfig(
-        model="mlp",
-        model_config={"hidden": [128, 128, 128], "embed_dim": 32},
-        precond="edm",
-        data=preset_name,
+    config = toy_mlp_config(
+        preset_name,
+        steps=steps,
         noise="fixed",
         sigma=sigma,
         objective=method,
-        steps=steps,
+        weighting="none",
         batch_size=batch_size,
         lr=lr,
         warmup=min(100, steps // 10),
         seed=seed,
-        device="cpu",
         log_every=eval_every,
-        progress=False,
     )
     with one_thread():
         result = train(config, callback=evaluate)

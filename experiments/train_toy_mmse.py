@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from experiments._common import toy_mlp_config
 from scoregen import TrainConfig, load_checkpoint, train
 from scoregen.data import load_dataset
 
@@ -36,27 +37,19 @@ SIGMA_MIN, SIGMA_MAX = 0.02, 20.0
 
 def config_for(name: str, out_dir: Path, full: bool, seed: int) -> TrainConfig:
     """The training run: log-uniform σ over [SIGMA_MIN, SIGMA_MAX], EDM preconditioning."""
-    return TrainConfig(
-        model="mlp",
-        model_config={"hidden": [128, 128, 128], "embed_dim": 32},
-        precond="edm",
-        data=name,
-        noise="log_uniform",
+    return toy_mlp_config(
+        name,
+        steps=12_000 if full else 4_000,
         sigma_min=SIGMA_MIN,
         sigma_max=SIGMA_MAX,
-        objective="dae",
-        weighting="edm",
-        steps=12_000 if full else 4_000,
         batch_size=256,
         lr=2e-3,
         warmup=200,
         lr_schedule="cosine",
         ema_decay=0.999,
         seed=seed,
-        device="cpu",
         out_dir=str(out_dir / name),
         log_every=500,
-        progress=False,
     )
 
 
