@@ -86,7 +86,10 @@ class TrainConfig:
     p_std: float = 1.2
     # objective: dae | n2n (Noise2Noise) | esm | ssm (score matching, toys)
     objective: str = "dae"
-    weighting: str = "none"  # none | ncsn | edm (scoregen.losses.loss_weight)
+    # none | ncsn | edm (scoregen.losses.loss_weight); None: "edm" over a σ range (every level
+    # on the same loss scale; unweighted, small σ barely count and their scores come out
+    # wrong), "none" at a fixed σ (one level: λ would only rescale the loss)
+    weighting: str | None = None
     n_projections: int = 1  # ssm
     projection: str = "rademacher"  # ssm: rademacher | gaussian
     # optimisation
@@ -113,6 +116,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        if self.weighting is None:
+            self.weighting = "none" if self.noise == "fixed" else "edm"
         choices = {
             "noise": NOISE_DISTRIBUTIONS,
             "objective": OBJECTIVES,

@@ -464,3 +464,10 @@ def test_toy_mmse_experiment_meets_the_five_percent_target(tmp_path):
     results = run(tmp_path)
     for row in results["toys"]["ncsn2d"]["rows"]:
         assert row["ratio"] <= TARGET_RATIO, f"σ = {row['sigma']:.3g}: ratio {row['ratio']:.4f}"
+
+
+def test_default_weighting_is_edm_over_a_sigma_range_and_none_at_a_fixed_sigma():
+    assert TrainConfig().weighting == "edm"
+    assert TrainConfig(noise="log_normal").weighting == "edm"
+    assert TrainConfig(noise="fixed", sigma=0.5).weighting == "none"
+    assert TrainConfig(noise="fixed", sigma=0.5, weighting="ncsn").weighting == "ncsn"
