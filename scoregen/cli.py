@@ -829,8 +829,36 @@ hidden=[64,64]) or a JSON object, and may be repeated. The resume state goes bes
 checkpoint as NAME.resume.pt.
 """
 # options that define the run: with --resume they come from the saved run
-_RUN_OPTIONS = ("model", "data", "model_config", "data_options", "batch_size", "lr", "sigma",
-                "sigma_min", "sigma_max", "noise", "objective", "seed")  # fmt: skip
+_RUN_OPTIONS = ("model", "data", "model_config", "data_options", "data_dir", "download",
+                "batch_size", "lr", "sigma", "sigma_min", "sigma_max", "noise", "objective",
+                "seed")  # fmt: skip
+
+
+def _data_options(o: dict[str, Any]) -> dict[str, Any]:
+    """``--data-options`` plus ``--data-dir`` / ``--download``, checked against the data set."""
+    import inspect
+
+    from scoregen.data import DATASETS
+
+    options = _key_values(o["data_options"], "--data-options")
+    accepted = inspect.signature(DATASETS[o["data"]]).parameters
+    for flag, key, value in (("--data-dir", "data_dir", o["data_dir"]),
+                             ("--download", "download", o["download"] or None)):  # fmt: skip
+        if value is None:
+            continue
+        if key not in accepted:
+            raise click.BadParameter(
+                f"data set {o['data']!r} does not read files (it is generated or shipped with "
+                "an installed package)" if key == "data_dir"
+                else f"data set {o['data']!r} is never downloaded",
+                param_hint=flag,
+            )  # fmt: skip
+        if key in options and options[key] != value:
+            raise click.BadParameter(
+                f"{value!r} conflicts with --data-options {key}={options[key]!r}", param_hint=flag
+            )
+        options[key] = value
+    return options
 
 
 def _train_options(f):
@@ -845,6 +873,8 @@ def _train_options(f):
         click.option("--data", type=click.Choice(sorted(DATASETS)), default=d.data, help="Data set."),
         click.option("--model-config", multiple=True, metavar="KEY=VALUE|JSON", help="Model fields (shape comes from the data)."),
         click.option("--data-options", multiple=True, metavar="KEY=VALUE|JSON", help="Data set options, e.g. size=16 or data_dir=/path."),
+        click.option("--data-dir", metavar="DIR", default=None, help="Folder of mnist, fashion_mnist, cifar10 or image_folder files (same as --data-options data_dir=DIR)."),
+        click.option("--download", is_flag=True, help="mnist, fashion_mnist, cifar10: let torchvision download into --data-dir when the files are absent (never by default)."),
         click.option("--steps", type=Count(), default=d.steps, help="Optimizer steps (with --resume: the new total)."),
         click.option("--batch-size", type=Count(), default=d.batch_size, help="Examples per step."),
         click.option("--lr", type=Level(), default=d.lr, help="Peak learning rate (warmup, then cosine)."),
@@ -924,7 +954,7 @@ def train(ctx: click.Context, **o) -> None:
             "model": o["model"],
             "data": o["data"],
             "model_config": _key_values(o["model_config"], "--model-config"),
-            "data_options": _key_values(o["data_options"], "--data-options"),
+            "data_options": _data_options(o),
             "steps": o["steps"],
             "batch_size": o["batch_size"],
             "lr": o["lr"],

@@ -20,6 +20,7 @@ import torch
 from click.testing import CliRunner
 
 from scoregen import __version__
+from scoregen.checkpoint import read_record
 from scoregen.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -332,7 +333,15 @@ def test_train_resume_and_the_checkpoint_it_writes(tmp_path):
         (["--noise", "fixed"], 2, ["--noise", "--sigma"]),
         (["--resume", "missing.safetensors"], 2, ["--resume", "does not exist"]),
         (["--lr", "1e30", "--log-every", "5"], 1, ["loss became nan"]),
-    ],
+        (["--data", "ring8", "--data-dir", "imgs"], 2, ["--data-dir", "does not read files"]),
+        (["--data", "digits", "--download"], 2, ["--download", "never downloaded"]),
+        (["--data", "mnist", "--data-dir", "nowhere"], 2, ["files not found", "nowhere"]),
+        (
+            ["--data", "image_folder", "--data-dir", "a", "--data-options", "data_dir=b"],
+            2,
+            ["--data-dir", "conflicts"],
+        ),
+    ],  # fmt: skip
 )
 def test_train_errors_leave_no_files(tmp_path, args, code, needles):
     base = ["--steps", "10", "-q"]
@@ -341,6 +350,21 @@ def test_train_errors_leave_no_files(tmp_path, args, code, needles):
     result = invoke("train", *base, *args, cwd=tmp_path)
     assert_one_line_error(result.exit_code, result.stderr, code, "train", *needles)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_reads_an_image_folder_from_data_dir(tmp_path):
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(6):
+        _write_digit(images / f"digit{i}.png", index=i)
+    result = invoke("train", "--data", "image_folder", "--data-dir", str(images),
+                    "--data-options", "size=8", "--model-config", "hidden=[8]",
+                    "--steps", "3", "--batch-size", "4", "--out", "m.safetensors", "-q",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    record = read_record(tmp_path / "m.safetensors")
+    assert record["data"]["name"] == "image_folder"
+    assert record["training"]["config"]["data_options"]["data_dir"] == str(images)
 
 
 def test_experiment_runs_lists_and_cleans_up(tmp_path, monkeypatch):
