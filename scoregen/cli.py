@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -988,16 +989,20 @@ def train(ctx: click.Context, **o) -> None:
         raise click.UsageError(str(e)) from None
 
     existed = {p: p.exists() for p in (checkpoint, resume_path(checkpoint), metrics)}
+    # under torchrun every process runs this command; rank 0 owns the files and the summary
+    rank_0 = int(os.environ.get("RANK", "0")) == 0
     try:
         result = run_training(config)
     except (ValueError, TypeError) as e:
-        _remove_new(existed, keep_run=False)
+        if rank_0:
+            _remove_new(existed, keep_run=False)
         raise click.UsageError(str(e)) from None
     except BaseException:
         # a run that saved no checkpoint leaves nothing; one that did stays resumable
-        _remove_new(existed, keep_run=config.checkpoint_every > 0 and checkpoint.exists())
+        if rank_0:
+            _remove_new(existed, keep_run=config.checkpoint_every > 0 and checkpoint.exists())
         raise
-    if o["quiet"]:
+    if o["quiet"] or not rank_0:
         return
     summary = result.summary
     loss = summary.get("final_loss")

@@ -10,14 +10,24 @@ One step, for the default objective::
 Every random draw comes from one of three generators seeded from ``config.seed`` (data,
 noise, and torch's global one for dropout inside the model), all saved in the resume file:
 a run stopped and resumed gives, on CPU, exactly the weights of the uninterrupted run.
+
+Data-parallel: launched by ``torchrun`` (``WORLD_SIZE`` > 1), or with ``torch.distributed``
+already initialised by the caller, every process trains a replica wrapped in
+``DistributedDataParallel``. Each draws its own ``batch_size`` examples from generators seeded
+from (seed, rank), so one update sees ``world_size × batch_size`` examples; DDP averages the
+gradients, so the replicas stay equal. Rank 0 draws exactly what a single process would, and
+alone writes the checkpoint, the resume state (holding every rank's generators) and the
+metrics; logged losses are averaged over the ranks.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,6 +242,75 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
+@dataclass
+class _Parallel:
+    """This process's place in a data-parallel run (world_size 1: a single process)."""
+
+    rank: int = 0
+    world_size: int = 1
+    owns_group: bool = False  # train() initialised the process group, so it destroys it
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def seed(self, seed: int, stream: str) -> int:
+        """The seed of one random stream on this rank: rank 0 keeps the single-process
+        ``seed``; the others get independent ones hashed from (seed, rank, stream)."""
+        if self.rank == 0:
+            return seed
+        digest = hashlib.blake2b(f"{seed}/{self.rank}/{stream}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "little") >> 1  # manual_seed takes < 2⁶³
+
+    def sum_(self, tensor: Tensor) -> Tensor:
+        """Sum ``tensor`` over the ranks, in place."""
+        if self.active:
+            torch.distributed.all_reduce(tensor)
+        return tensor
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order); None on the others."""
+        if not self.active:
+            return [obj]
+        gathered = [None] * self.world_size if self.rank == 0 else None
+        torch.distributed.gather_object(obj, gathered, dst=0)
+        return gathered
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+
+def _join_process_group(device_choice: str) -> tuple[_Parallel, torch.device]:
+    """The process group this run trains in (initialised here when launched by torchrun)
+    and this rank's device: ``cuda:LOCAL_RANK`` for device auto / cuda."""
+    device = _resolve_device(device_choice)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        owns = False
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if not dist.is_available():
+            raise RuntimeError("WORLD_SIZE > 1 but this torch was built without distributed")
+        owns = True
+    else:
+        return _Parallel(), device
+    if device.type == "cuda" and device_choice in ("auto", "cuda"):
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is None:
+            local_rank = dist.get_rank() % torch.cuda.device_count() if not owns else 0
+        device = torch.device("cuda", int(local_rank))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if owns:
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    elif device.type == "cpu" and dist.get_backend() == "nccl":
+        raise ValueError(
+            "device='cpu' but the process group's backend is nccl, which reduces only CUDA "
+            "tensors; train on device='cuda' or initialise the group with backend='gloo'"
+        )
+    return _Parallel(dist.get_rank(), dist.get_world_size(), owns), device
+
+
 # ---------------------------------------------------------------------- one step
 def _step_loss(
     config: TrainConfig,
@@ -324,8 +403,17 @@ class _Window:
             getattr(self, name).copy_(state[name])
         self.steps = int(state["steps"])
 
-    def flush(self) -> dict[str, Any]:
-        """The window's means, then reset."""
+    def flush(self, parallel: _Parallel) -> dict[str, Any]:
+        """The window's means over all ranks, then reset."""
+        if parallel.active:  # one collective per log line: sums, counts, loss, grad norm
+            packed = parallel.sum_(
+                torch.cat([self.sums, self.counts, self.loss[None], self.grad_norm[None]])
+            )
+            n = len(self.sums)
+            self.sums.copy_(packed[:n])
+            self.counts.copy_(packed[n : 2 * n])
+            self.loss.copy_(packed[2 * n] / parallel.world_size)
+            self.grad_norm.copy_(packed[2 * n + 1] / parallel.world_size)
         sums, counts = self.sums.tolist(), self.counts.tolist()
         edges = self.edges.tolist()
         by_sigma = {
@@ -402,7 +490,28 @@ def train(
     ``callback(info)`` runs after every update with ``step``, ``loss`` (a 0-d tensor),
     ``lr``, ``denoiser``, ``ema`` and ``sigma``; raising from it stops the run (the last
     checkpoint stays valid). Returns a :class:`TrainResult` holding the EMA denoiser.
+
+    Under ``torchrun`` (or an initialised ``torch.distributed``) it trains data-parallel, as
+    the module docstring says; every rank calls it with the same config and returns the same
+    weights. A callback that stops the run must raise on every rank. A process group this
+    function initialised is destroyed before it returns.
     """
+    config = dataclasses.replace(config or TrainConfig(), **overrides)
+    parallel, device = _join_process_group(config.device)
+    try:
+        return _train(config, data, callback, parallel, device)
+    finally:
+        if parallel.owns_group:
+            torch.distributed.destroy_process_group()
+
+
+def _train(
+    config: TrainConfig,
+    data,
+    callback: Callable[[dict[str, Any]], None] | None,
+    parallel: _Parallel,
+    device: torch.device,
+) -> TrainResult:
     from tqdm.auto import tqdm
 
     from scoregen.checkpoint import (
@@ -413,8 +522,6 @@ def train(
     )
     from scoregen.data import load_dataset
 
-    config = dataclasses.replace(config or TrainConfig(), **overrides)
-    device = _resolve_device(config.device)
     if data is None:
         data = load_dataset(config.data, **config.data_options)
     real_pairs = config.objective == "n2n" and data.pairs is not None
@@ -447,6 +554,14 @@ def train(
         source = source if source.suffix == ".pt" else resume_path(source)
         state = load_resume_state(source)
         _check_resume_config(config, state["config"], source)
+        saved_world = int(state.get("world_size", 1))
+        if saved_world != parallel.world_size:
+            raise ValueError(
+                f"resume={str(source)!r} was saved by a run on world_size={saved_world} "
+                f"processes, but this run has world_size={parallel.world_size}; an exact "
+                "resume continues every rank's own random streams, so it needs the same "
+                "number of processes"
+            )
     if state is not None:
         sigma_data = float(state["sigma_data"])
     else:
@@ -471,9 +586,15 @@ def train(
         optimizer = torch.optim.AdamW(
             denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
+        if parallel.rank > 0:  # same initial weights on every rank; its own dropout after
+            torch.random.default_generator.manual_seed(parallel.seed(config.seed, "torch"))
+            if device.type == "cuda":
+                torch.cuda.default_generators[cuda_devices[0]].manual_seed(
+                    parallel.seed(config.seed, "torch")
+                )
         generators = {
-            "data": torch.Generator().manual_seed(config.seed),
-            "noise": torch.Generator(device).manual_seed(config.seed + 1),
+            "data": torch.Generator().manual_seed(parallel.seed(config.seed, "data")),
+            "noise": torch.Generator(device).manual_seed(parallel.seed(config.seed + 1, "noise")),
         }
         window = _Window(noise.bucket_edges(), device)
         history: list[dict[str, Any]] = []
@@ -483,18 +604,25 @@ def train(
             denoiser.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             optimizer.load_state_dict(state["optimizer"])
+            own = state["ranks"][parallel.rank] if parallel.active else state
             for name, generator in generators.items():
-                generator.set_state(state["rng"][name])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"].get("torch_cuda") is not None:
-                torch.cuda.set_rng_state(state["rng"]["torch_cuda"], device)
-            window.load(state["window"])
+                generator.set_state(own["rng"][name])
+            torch.set_rng_state(own["rng"]["torch"])
+            if device.type == "cuda" and own["rng"].get("torch_cuda") is not None:
+                torch.cuda.set_rng_state(own["rng"]["torch_cuda"], device)
+            window.load(own["window"])
             history = list(state["history"])
             start, wall_before = int(state["step"]), float(state["wall_time_s"])
-            if metrics_path is not None:  # drop lines logged after the resumed step
+            if metrics_path is not None and parallel.rank == 0:  # drop lines after the step
                 _rewrite_jsonl(metrics_path, history)
-        elif metrics_path is not None:
+        elif metrics_path is not None and parallel.rank == 0:
             _rewrite_jsonl(metrics_path, [])
+        # the replica the steps run through; DDP averages its gradients over the ranks
+        model = denoiser
+        if parallel.active:
+            model = torch.nn.parallel.DistributedDataParallel(
+                denoiser, device_ids=[device.index] if device.type == "cuda" else None
+            )
 
         def training_summary(step: int, wall: float) -> dict[str, Any]:
             last = history[-1] if history else {}
@@ -505,33 +633,42 @@ def train(
                 "final_loss": last.get("loss"),
                 "wall_time_s": wall,
                 "device": str(device),
+                "world_size": parallel.world_size,
+                "global_batch_size": config.batch_size * parallel.world_size,
                 "config": dataclasses.asdict(config),
             }
 
         def save(step: int, wall: float) -> None:
+            """Rank 0 writes; every rank calls it (it gathers their random states) and waits
+            for the write, so none runs ahead of the last checkpoint."""
             rng = {name: g.get_state() for name, g in generators.items()}
             rng["torch"] = torch.get_rng_state()
             rng["torch_cuda"] = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-            resume_state = {
-                "step": step,
-                "model": denoiser.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "window": window.state(),
-                "history": history,
-                "config": dataclasses.asdict(config),
-                "sigma_data": sigma_data,
-                "wall_time_s": wall,
-            }
-            save_resume_state(resume_path(checkpoint_path), resume_state)
-            save_checkpoint(
-                checkpoint_path,
-                ema,
-                data=data,
-                sigma=noise.record(),
-                training=training_summary(step, wall),
-            )
+            ranks = parallel.gather({"rng": rng, "window": window.state()})
+            if parallel.rank == 0:
+                resume_state = {
+                    "step": step,
+                    "model": denoiser.state_dict(),
+                    "ema": ema.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    **ranks[0],
+                    "world_size": parallel.world_size,
+                    "history": history,
+                    "config": dataclasses.asdict(config),
+                    "sigma_data": sigma_data,
+                    "wall_time_s": wall,
+                }
+                if parallel.active:
+                    resume_state["ranks"] = ranks
+                save_resume_state(resume_path(checkpoint_path), resume_state)
+                save_checkpoint(
+                    checkpoint_path,
+                    ema,
+                    data=data,
+                    sigma=noise.record(),
+                    training=training_summary(step, wall),
+                )
+            parallel.barrier()
 
         params = [p for p in denoiser.parameters() if p.requires_grad]
         max_norm = config.grad_clip if config.grad_clip else math.inf
@@ -540,7 +677,7 @@ def train(
         bar = tqdm(
             total=config.steps,
             initial=start,
-            disable=not config.progress,
+            disable=not config.progress or parallel.rank != 0,
             desc="train",
             leave=False,
         )
@@ -558,7 +695,7 @@ def train(
                     group["lr"] = lr
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     per, unweighted, sigmas = _step_loss(
-                        config, denoiser, data, noise, sigma_data, generators, device
+                        config, model, data, noise, sigma_data, generators, device
                     )
                 loss = per.mean()
                 optimizer.zero_grad(set_to_none=True)
@@ -567,12 +704,12 @@ def train(
                 optimizer.step()
                 ema_update(ema, denoiser, ema_decay_at(step, config.ema_decay, config.ema_warmup))
                 window.add(per, unweighted, sigmas, grad_norm)
-                examples_since_log += config.batch_size
+                examples_since_log += config.batch_size * parallel.world_size
                 bar.update(1)
 
                 if step % config.log_every == 0 or step == config.steps:
                     now = time.perf_counter()
-                    entry = {"step": step, **window.flush(), "lr": lr}
+                    entry = {"step": step, **window.flush(parallel), "lr": lr}
                     entry["examples_per_s"] = examples_since_log / max(now - t_log, 1e-9)
                     entry["wall_time_s"] = wall_before + now - t_start
                     t_log, examples_since_log = now, 0
@@ -583,7 +720,7 @@ def train(
                             "set grad_clip"
                         )
                     history.append(entry)
-                    if metrics_path is not None:
+                    if metrics_path is not None and parallel.rank == 0:
                         with open(metrics_path, "a", encoding="utf-8") as f:
                             f.write(json.dumps(entry) + "\n")
                     bar.set_postfix(loss=f"{entry['loss']:.4g}")
