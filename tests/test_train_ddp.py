@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -71,8 +72,11 @@ def _worker(rank: int, port: int, out: str) -> None:
     )
     assert not dist.is_initialized(), "train() left the process group it created"
 
-    # 2. the caller's own process group (left alone by train): a half run, then resumed
-    dist.init_process_group("gloo")
+    # 2. the caller's own process group (left alone by train): a half run, then resumed.
+    # A file rendezvous: a second TCP one on the port of the first can hang.
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=WORLD
+    )
     half = TrainConfig(out_dir=f"{out}/cut", steps=STEPS // 2, **CONFIG)
     train(half)
     assert dist.is_initialized(), "train() destroyed the caller's process group"
@@ -98,7 +102,13 @@ def _worker(rank: int, port: int, out: str) -> None:
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    processes = mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=False)
+    deadline = time.monotonic() + 180  # a hung collective fails the test instead of the suite
+    while not processes.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("the two training processes did not finish within 180 s")
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
     return out, ranks
 
