@@ -21,6 +21,7 @@ import torch.multiprocessing as mp
 from scoregen import TrainConfig, load_checkpoint, train
 from scoregen.checkpoint import load_resume_state, resume_path
 from scoregen.data import load_dataset
+from scoregen.train import _build_denoiser, _Parallel, _step_loss, estimate_sigma_data
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
@@ -64,11 +65,17 @@ def _worker(rank: int, port: int, out: str) -> None:
     os.environ.update(env, RANK=str(rank), LOCAL_RANK=str(rank))
 
     # 1. launched like torchrun: train() initialises the process group and destroys it
-    draws, losses = [], []
+    draws, losses, first_grads = [], [], {}
+
+    def record(info):
+        losses.append(info["loss"].item())
+        if info["step"] == 1:  # the update's gradient: DDP's average, then clipped
+            first_grads.update((n, p.grad.clone()) for n, p in info["denoiser"].named_parameters())
+
     full = train(
         TrainConfig(out_dir=f"{out}/full", steps=STEPS, **CONFIG),
         data=recording_data(draws),
-        callback=lambda info: losses.append(info["loss"].item()),
+        callback=record,
     )
     assert not dist.is_initialized(), "train() left the process group it created"
 
@@ -92,6 +99,7 @@ def _worker(rank: int, port: int, out: str) -> None:
             "summary_steps": full.summary["steps"],
             "draws": draws,
             "losses": losses,
+            "first_grads": first_grads,
             "resumed_model": resumed.model.state_dict(),
             "resumed_ema": resumed.denoiser.state_dict(),
         },
@@ -150,6 +158,38 @@ def test_ranks_draw_different_batches_and_rank_0_draws_the_single_process_ones(d
     train(TrainConfig(steps=1, **CONFIG), data=recording_data(single))
     assert torch.equal(single[0], first[0])
     assert ranks[0]["summary_steps"] == STEPS
+
+
+def test_the_update_uses_the_gradient_averaged_over_both_ranks_batches(ddp):
+    # Rebuild step 1 by hand: the shared initial weights, each rank's own batch and noise
+    # (its generators seeded as train seeds them), the mean of the two gradients, clipped.
+    _, ranks = ddp
+    config = TrainConfig(**CONFIG)
+    data = load_dataset("ncsn2d")
+    sigma_data = estimate_sigma_data(data, seed=config.seed)
+    noise = config.noise_levels()
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        denoiser = _build_denoiser(config, data, sigma_data, None)
+    grads = []
+    for rank in range(WORLD):
+        parallel = _Parallel(rank=rank, world_size=WORLD)
+        generators = {
+            "data": torch.Generator().manual_seed(parallel.seed(config.seed, "data")),
+            "noise": torch.Generator().manual_seed(parallel.seed(config.seed + 1, "noise")),
+        }
+        denoiser.zero_grad()
+        per, _, _ = _step_loss(config, denoiser, data, noise, sigma_data, generators, "cpu")
+        per.mean().backward()
+        grads.append([p.grad.clone() for p in denoiser.parameters()])
+    for p, *per_rank in zip(denoiser.parameters(), *grads):
+        p.grad = sum(per_rank) / WORLD
+    torch.nn.utils.clip_grad_norm_(list(denoiser.parameters()), config.grad_clip)
+    for rank in ranks:
+        for name, p in denoiser.named_parameters():
+            torch.testing.assert_close(rank["first_grads"][name], p.grad, rtol=1e-5, atol=1e-7)
+    # and it is not simply either rank's own gradient
+    assert not torch.allclose(grads[0][0], grads[1][0], rtol=0.05)
 
 
 def test_logged_losses_average_the_ranks(ddp):
