@@ -798,15 +798,22 @@ def info(ckpt: str, as_json: bool) -> None:
     training = record.get("training") or {}
     if training:
         loss = training.get("final_loss")
+        world = training.get("world_size", 1)  # data-parallel processes
+        where = training.get("device")
+        if world > 1:
+            where = f"{world} processes ({where} on rank 0)"
         lines.append(
             f"  training    {training.get('steps')} steps, objective {training.get('objective')}, "
             f"seed {training.get('seed')}, final loss {_fmt(loss) if loss is not None else '?'}, "
-            f"{training.get('wall_time_s', 0):.0f} s on {training.get('device')}"
+            f"{training.get('wall_time_s', 0):.0f} s on {where}"
         )
         config = training.get("config") or {}
         if config:
+            batch = config.get("batch_size")
+            if world > 1:
+                batch = f"{batch} per process × {world} = {training.get('global_batch_size')}"
             lines.append(
-                f"  config      batch {config.get('batch_size')}, lr {config.get('lr')}, "
+                f"  config      batch {batch}, lr {config.get('lr')}, "
                 f"noise {config.get('noise')}, weighting {config.get('weighting')}, "
                 f"EMA {config.get('ema_decay')}"
             )
@@ -1006,10 +1013,13 @@ def train(ctx: click.Context, **o) -> None:
         return
     summary = result.summary
     loss = summary.get("final_loss")
+    where = summary["device"]
+    if summary["world_size"] > 1:
+        where = f"{summary['world_size']} processes ({where} on rank 0)"
     click.echo(
         f"Trained {config.model} ({count_parameters(result.denoiser):,} parameters) on "
         f"{config.data} for {summary['steps']} steps in {summary['wall_time_s']:.1f} s on "
-        f"{summary['device']}, σ {_describe_sigma(summary['sigma'])}, final loss "
+        f"{where}, σ {_describe_sigma(summary['sigma'])}, final loss "
         f"{_fmt(loss) if loss is not None else '?'}. Wrote {checkpoint} (resume state "
         f"{resume_path(checkpoint)}) and {metrics}."
     )

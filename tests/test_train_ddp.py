@@ -17,9 +17,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from click.testing import CliRunner
 
 from scoregen import TrainConfig, load_checkpoint, train
 from scoregen.checkpoint import load_resume_state, resume_path
+from scoregen.cli import cli
 from scoregen.data import load_dataset
 from scoregen.train import _build_denoiser, _Parallel, _step_loss, estimate_sigma_data
 
@@ -236,6 +238,9 @@ def test_scoregen_train_under_torchrun_prints_one_summary(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("Trained mlp") == 1, done.stdout
+    assert "on 2 processes (cpu on rank 0)" in done.stdout
+    info = CliRunner().invoke(cli, ["info", str(checkpoint)])
+    assert "batch 16 per process × 2 = 32" in info.output, info.output
     training = load_checkpoint(checkpoint).metadata["training"]
     assert training["world_size"] == 2 and training["global_batch_size"] == 32
     lines = checkpoint.with_name("model.metrics.jsonl").read_text().splitlines()
