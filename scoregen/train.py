@@ -493,8 +493,9 @@ def train(
 
     Under ``torchrun`` (or an initialised ``torch.distributed``) it trains data-parallel, as
     the module docstring says; every rank calls it with the same config and returns the same
-    weights. A callback that stops the run must raise on every rank. A process group this
-    function initialised is destroyed before it returns.
+    weights. The callback's ``loss`` is then this rank's batch loss, and a callback that stops
+    the run must raise on every rank. A process group this function initialised is destroyed
+    before it returns.
     """
     config = dataclasses.replace(config or TrainConfig(), **overrides)
     parallel, device = _join_process_group(config.device)
@@ -523,7 +524,14 @@ def _train(
     from scoregen.data import load_dataset
 
     if data is None:
-        data = load_dataset(config.data, **config.data_options)
+        # rank 0 loads first, so a data set it downloads is fetched once, then the others
+        if parallel.rank > 0:
+            parallel.barrier()
+        try:
+            data = load_dataset(config.data, **config.data_options)
+        finally:
+            if parallel.rank == 0:
+                parallel.barrier()
     real_pairs = config.objective == "n2n" and data.pairs is not None
     if not real_pairs and data.sampler is None and data.train is None:
         raise ValueError(
@@ -617,10 +625,10 @@ def _train(
                 _rewrite_jsonl(metrics_path, history)
         elif metrics_path is not None and parallel.rank == 0:
             _rewrite_jsonl(metrics_path, [])
-        # the replica the steps run through; DDP averages its gradients over the ranks
-        model = denoiser
+        # what the steps run through; DDP averages its gradients over the ranks
+        replica = denoiser
         if parallel.active:
-            model = torch.nn.parallel.DistributedDataParallel(
+            replica = torch.nn.parallel.DistributedDataParallel(
                 denoiser, device_ids=[device.index] if device.type == "cuda" else None
             )
 
@@ -695,7 +703,7 @@ def _train(
                     group["lr"] = lr
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     per, unweighted, sigmas = _step_loss(
-                        config, model, data, noise, sigma_data, generators, device
+                        config, replica, data, noise, sigma_data, generators, device
                     )
                 loss = per.mean()
                 optimizer.zero_grad(set_to_none=True)
