@@ -511,15 +511,13 @@ def _initial_batch(model, plan, init: str, n: int, generator, device):
 
 def _test_data(model):
     """The held-out examples of the checkpoint's data set (model space), for ``--init data``."""
-    import inspect
-
-    from scoregen.data import DATASETS, load_dataset
+    from scoregen.data import DATASETS, dataset_options, load_dataset
 
     record = model.data
     name = record.get("name")
     if name not in DATASETS:
         raise Failure(f"--init data: the checkpoint's data {name!r} is not a known data set")
-    allowed = inspect.signature(DATASETS[name]).parameters
+    allowed = dataset_options(name)
     options = {k: v for k, v in record.items() if k in allowed and k not in ("n_test",)}
     try:
         dataset = load_dataset(name, **options)
@@ -844,12 +842,10 @@ _RUN_OPTIONS = ("model", "data", "model_config", "data_options", "data_dir", "do
 
 def _data_options(o: dict[str, Any]) -> dict[str, Any]:
     """``--data-options`` plus ``--data-dir`` / ``--download``, checked against the data set."""
-    import inspect
-
-    from scoregen.data import DATASETS
+    from scoregen.data import dataset_options
 
     options = _key_values(o["data_options"], "--data-options")
-    accepted = inspect.signature(DATASETS[o["data"]]).parameters
+    accepted = dataset_options(o["data"])
     for flag, key, value in (("--data-dir", "data_dir", o["data_dir"]),
                              ("--download", "download", o["download"] or None)):  # fmt: skip
         if value is None:

@@ -29,6 +29,7 @@ from scoregen.gmm import PRESETS, GaussianMixture, preset
 __all__ = [
     "Dataset",
     "DATASETS",
+    "dataset_options",
     "load_dataset",
     "mixture_dataset",
     "two_moons",
@@ -740,17 +741,22 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
-def load_dataset(name: str, **options: Any) -> Dataset:
-    """A dataset by name (one of :data:`DATASETS`), built offline; unknown options are an error."""
+def dataset_options(name: str) -> list[str]:
+    """The options :func:`load_dataset` accepts for the dataset ``name`` (its loader's
+    keyword parameters)."""
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    loader = DATASETS[name]
-    allowed = [
+    return [
         p.name
-        for p in inspect.signature(loader).parameters.values()
+        for p in inspect.signature(DATASETS[name]).parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]
+
+
+def load_dataset(name: str, **options: Any) -> Dataset:
+    """A dataset by name (one of :data:`DATASETS`), built offline; unknown options are an error."""
+    allowed = dataset_options(name)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"unknown options {unknown} for dataset {name!r}; allowed: {allowed}")
-    return loader(**options)
+    return DATASETS[name](**options)

@@ -583,9 +583,12 @@ def _train(
     with torch.random.fork_rng(devices=cuda_devices):
         # The model's initial weights and any dropout come from torch's global generator,
         # seeded here and restored afterwards: the caller's random state is left alone.
-        torch.random.default_generator.manual_seed(config.seed)
-        if device.type == "cuda":
-            torch.cuda.default_generators[cuda_devices[0]].manual_seed(config.seed)
+        def seed_torch(seed: int) -> None:
+            torch.random.default_generator.manual_seed(seed)
+            if device.type == "cuda":
+                torch.cuda.default_generators[cuda_devices[0]].manual_seed(seed)
+
+        seed_torch(config.seed)
         denoiser = _build_denoiser(
             config, data, sigma_data, noise.sigma if noise.is_fixed else None
         )
@@ -595,11 +598,7 @@ def _train(
             denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         if parallel.rank > 0:  # same initial weights on every rank; its own dropout after
-            torch.random.default_generator.manual_seed(parallel.seed(config.seed, "torch"))
-            if device.type == "cuda":
-                torch.cuda.default_generators[cuda_devices[0]].manual_seed(
-                    parallel.seed(config.seed, "torch")
-                )
+            seed_torch(parallel.seed(config.seed, "torch"))
         generators = {
             "data": torch.Generator().manual_seed(parallel.seed(config.seed, "data")),
             "noise": torch.Generator(device).manual_seed(parallel.seed(config.seed + 1, "noise")),

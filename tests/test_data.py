@@ -13,6 +13,7 @@ import torch
 from scoregen.data import (
     DATASETS,
     Dataset,
+    dataset_options,
     load_dataset,
     noise2noise_pairs,
     split_indices,
@@ -392,6 +393,10 @@ def test_registry_and_dataset_errors():
         load_dataset("moons", size=3)
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
         load_dataset("imagenet")
+    assert {"data_dir", "download"} <= set(dataset_options("mnist"))
+    assert "data_dir" not in dataset_options("digits")
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        dataset_options("imagenet")
     with pytest.raises(ValueError, match="exactly one of train"):
         Dataset("x", (2,), train=torch.zeros(3, 2), sampler=lambda n, g: torch.zeros(n, 2))
     with pytest.raises(ValueError, match="pairs must have shape"):
