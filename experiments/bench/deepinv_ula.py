@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import statistics
-import time
 
 import torch
 
+from experiments.bench._timing import interleaved, timed
 from scoregen import langevin, posterior_score, tweedie_score
 from scoregen.models import Denoiser
 from scoregen.models.dncnn import DnCNNConfig, DnCNNNet
@@ -146,13 +145,7 @@ def make_contenders(denoiser, physics, y):
 
 
 def _time(fn, x0, n_steps, seed):
-    if x0.device.type == "cuda":
-        torch.cuda.synchronize(x0.device)
-    start = time.perf_counter()
-    out = fn(x0, n_steps, seed)
-    if x0.device.type == "cuda":
-        torch.cuda.synchronize(x0.device)
-    return time.perf_counter() - start, out
+    return timed(lambda: fn(x0, n_steps, seed), x0.device)
 
 
 def run(batch=16, n_steps=50, repeats=10, device="cpu", seed=0):
@@ -160,13 +153,9 @@ def run(batch=16, n_steps=50, repeats=10, device="cpu", seed=0):
     denoiser, physics, y, x0 = build_problem(device, batch, seed=seed)
     contenders = make_contenders(denoiser, physics, y)
     _time(contenders["bare loop"], x0, 3, 0)  # warm-up
-    times = {name: [] for name in contenders}
-    order = list(contenders)
-    shuffler = random.Random(seed)
-    for _ in range(repeats):
-        shuffler.shuffle(order)
-        for name in order:
-            times[name].append(_time(contenders[name], x0, n_steps, seed=123)[0])
+    times, _ = interleaved(
+        contenders, lambda name: _time(contenders[name], x0, n_steps, seed=123), repeats, seed
+    )
     # Agreement: on the CPU both draw one standard normal per step from a generator seeded
     # alike (deepinv through torch.manual_seed), so the two running means must coincide up to
     # float rounding; a different update or bookkeeping would show as a gap of order sqrt(2ε).

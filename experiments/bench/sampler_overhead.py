@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import random
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
+from experiments.bench._timing import interleaved, timed
 from scoregen import langevin, tweedie_score
 from scoregen.models import Denoiser
 from scoregen.models.mlp import MLP, MLPConfig
@@ -94,13 +93,7 @@ def ours(progress):
 
 def _time(fn: Callable, score, x, n_steps: int, seed: int) -> tuple[float, torch.Tensor]:
     generator = torch.Generator(device=x.device).manual_seed(seed)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
-    out = fn(score, x, n_steps, generator)
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start, out
+    return timed(lambda: fn(score, x, n_steps, generator), x.device)
 
 
 def run(
@@ -122,15 +115,12 @@ def run(
         "langevin() (auto progress)": ours(None),
     }
     _time(bare_loop, score, x0, min(n_steps, 5), 0)  # warm-up (allocator, threads, kernels)
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    outputs = {}
-    order = list(contenders)
-    shuffler = random.Random(seed)
-    for _ in range(repeats):
-        shuffler.shuffle(order)
-        for name in order:
-            seconds, outputs[name] = _time(contenders[name], score, x0, n_steps, seed=123)
-            times[name].append(seconds)
+    times, outputs = interleaved(
+        contenders,
+        lambda name: _time(contenders[name], score, x0, n_steps, seed=123),
+        repeats,
+        seed,
+    )
     # Same generator seed, same update: the chains must agree up to float rounding.
     diff = (outputs["langevin(progress=False)"] - outputs["bare loop"]).abs().max().item()
     times["max |langevin - bare|"] = [diff]
