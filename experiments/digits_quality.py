@@ -1,0 +1,227 @@
+"""How good are digit samples? Each sampler × a few step budgets on the shipped ``builtin:digits-dae``,
+scored by ``scoregen.metrics.image_quality`` against the real-vs-real band.
+
+Rows: annealed Langevin (10 geometric levels σ_max → σ_min, α_i = 0.1 σ_i², steps split
+evenly), predictor–corrector (reverse-diffusion predictor + one Langevin corrector, snr 0.16,
+a geometric ladder of steps/2 + 1 levels), the probability-flow ODE (Heun on a Karras ρ = 7
+ladder of steps + 1 levels, 2 score calls per step but the last) and, for contrast, Langevin
+at one fixed σ started from held-out digits plus that noise (it stays near its start, so
+it is not generation: its numbers show what "near real digits" gives). Annealed, PC and ODE
+start from ``N(μ_c, σ_max² + σ_c²)`` with the training digits' per-channel mean and standard
+deviation (model space), all chains from one seeded generator; every run ends with the
+Tweedie denoising step; samples are mapped to pixels and clipped to [0, 1].
+
+Columns: FD ratio (Fréchet distance in the digits classifier's features to the held-out
+digits, over the median of the same distance from as many training digits; the band is
+5–95 % over the reference draws), KID ×10³, class shares (TV to uniform, weakest class),
+memorised fraction (closer to a training digit than 1 % of held-out digits are) and the
+nearest-training-distance ratio, seconds of sampling (one CPU thread unless ``--threads``).
+
+Figures: ``digits_quality_samples.png`` (the chosen default row's samples beside held-out
+digits) and ``digits_quality_classes.png`` (the same samples grouped by predicted class).
+
+    python -m experiments.digits_quality --out out/digits_quality [--full] [--seed 0]
+
+``--full``: 1,000 samples per row and every budget (about 15 CPU-minutes); otherwise 200
+samples and the smaller budgets.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from experiments._common import main, save_figure, write_json
+from scoregen import plot
+from scoregen.builtins import load_score_model
+from scoregen.data import load_dataset
+from scoregen.metrics import image_quality
+from scoregen.models.classifier import load_classifier
+from scoregen.samplers import (
+    annealed_langevin,
+    geometric_sigmas,
+    karras_sigmas,
+    langevin,
+    predictor_corrector,
+    probability_flow,
+)
+
+NAME = "digits_quality"
+CKPT = "builtin:digits-dae"
+# (sampler, total steps): the score-call budget of each row is about the step count (ODE: 2×)
+FULL_ROWS = (
+    ("annealed", 200),
+    ("annealed", 500),
+    ("annealed", 1000),
+    ("annealed", 2000),
+    ("pc", 100),
+    ("pc", 500),
+    ("pc", 1000),
+    ("ode", 10),
+    ("ode", 25),
+    ("ode", 50),
+    ("ode", 100),
+    ("langevin_data", 100),
+    ("langevin_data", 1000),
+)
+QUICK_ROWS = (
+    ("annealed", 200),
+    ("annealed", 1000),
+    ("pc", 200),
+    ("ode", 25),
+    ("langevin_data", 100),
+)
+# the CLI's image default (what `scoregen sample` should draw): the row the figures show
+DEFAULT_ROW = ("annealed", 2000)
+ANNEALED_LEVELS = 10
+RELATIVE_STEP = 0.1  # annealed α_i = 0.1 σ_i²; fixed-σ Langevin ε = 0.1 σ²
+LANGEVIN_DATA_SIGMA = 0.2  # model space ([-1, 1]): 0.1 in pixels
+
+
+def data_start(train: Tensor, n: int, sigma_max: float, generator: torch.Generator) -> Tensor:
+    """``n`` draws of ``N(μ_c, σ_max² + σ_c²)`` per channel ``c``, with the mean and standard
+    deviation of channel ``c`` over the training images ``[N, C, H, W]`` (model space)."""
+    dims = [0, *range(2, train.ndim)]
+    mean = train.mean(dim=dims, keepdim=True)[0]
+    std = train.std(dim=dims, keepdim=True)[0]
+    noise = torch.randn((n, *train.shape[1:]), generator=generator)
+    return mean + (sigma_max**2 + std**2).sqrt() * noise
+
+
+def draw(
+    model, sampler: str, steps: int, n: int, data, generator: torch.Generator
+) -> tuple[Tensor, dict]:
+    """Samples in model space from one row's setting, and the setting as a dict."""
+    sigma_min, sigma_max = model.sigma_range
+    score = model.score
+    common = {"progress": False}
+    if sampler == "langevin_data":
+        sigma = LANGEVIN_DATA_SIGMA
+        pick = torch.randint(0, data.test.shape[0], (n,), generator=generator)
+        x0 = data.test[pick] + sigma * torch.randn((n, *data.shape), generator=generator)
+        step_size = RELATIVE_STEP * sigma**2
+        x = langevin(score, x0, sigma=sigma, step_size=step_size, n_steps=steps,
+                     generator=generator, **common)  # fmt: skip
+        x = model.denoiser(x, sigma)
+        setting = {"sigma": sigma, "step_size": step_size, "start": "held-out digit + σ z"}
+        return x, {**setting, "nfe": steps + 1}
+    x0 = data_start(data.train, n, sigma_max, generator)
+    start = "N(μ_c, σ_max² + σ_c²)"
+    if sampler == "annealed":
+        levels = ANNEALED_LEVELS
+        sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
+        step_lr = RELATIVE_STEP * sigma_min**2
+        x = annealed_langevin(score, x0, sigmas, n_steps_each=steps // levels, step_lr=step_lr,
+                              generator=generator, **common)  # fmt: skip
+        setting = {"levels": levels, "n_steps_each": steps // levels, "step": "α_i = 0.1 σ_i²"}
+        return x, {**setting, "start": start, "nfe": levels * (steps // levels) + 1}
+    if sampler == "pc":
+        levels = steps // 2 + 1
+        sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
+        x = predictor_corrector(score, x0, sigmas, generator=generator, **common)
+        setting = {"levels": levels, "snr": 0.16, "n_corrector": 1, "start": start}
+        return x, {**setting, "nfe": 2 * (levels - 1) + 1}
+    if sampler == "ode":
+        levels = steps + 1
+        sigmas = karras_sigmas(sigma_max, sigma_min, levels)
+        x = probability_flow(score, x0, sigmas, **common)
+        setting = {"levels": levels, "ladder": "karras ρ=7", "solver": "heun", "start": start}
+        return x, {**setting, "nfe": 2 * (levels - 1) + 1}
+    raise ValueError(f"unknown sampler {sampler!r}")
+
+
+def table_markdown(rows: list[dict], n_samples: int) -> str:
+    """The table as Markdown (one line per row)."""
+    lines = [
+        "| sampler | steps | NFE | FD ratio (band) | KID ×10³ (real) | class TV (real) | "
+        "class shares | memorised | NN ratio | seconds |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        b = row["quality"]["bands"]
+        fd = b["fd"]
+        share = row["quality"]["class_share_range"]
+        lines.append(
+            f"| {row['sampler']} | {row['steps']} | {row['setting']['nfe']} | "
+            f"{row['quality']['fd_ratio']:.2f} ({fd['low'] / fd['median']:.2f}–"
+            f"{fd['high'] / fd['median']:.2f}) | "
+            f"{1e3 * b['kid']['value']:.1f} ({1e3 * b['kid']['median']:.1f}) | "
+            f"{b['class_tv']['value']:.3f} ({b['class_tv']['median']:.3f}) | "
+            f"{share[0]:.1%}–{share[1]:.1%} | {b['memorised']['value']:.1%} | "
+            f"{b['nn_ratio']['value']:.2f} | {row['seconds']:.0f} |"
+        )
+    lines.append(f"\n{n_samples} samples per row; real band over the reference draws.")
+    return "\n".join(lines)
+
+
+def run(
+    out_dir,
+    full: bool = False,
+    seed: int = 0,
+    *,
+    ckpt: str = CKPT,
+    n_samples: int | None = None,
+    rows=None,
+    n_reference_draws: int = 20,
+) -> dict:
+    """Sample every row, score it, write the table, the JSON and the figures into ``out_dir``."""
+    out_dir = Path(out_dir)
+    n = n_samples or (1000 if full else 200)
+    rows = list(rows or (FULL_ROWS if full else QUICK_ROWS))
+    model = load_score_model(ckpt)
+    data = load_dataset("digits")
+    classifier = load_classifier("digits")
+    train_pixels, test_pixels = data.to_data_space(data.train), data.to_data_space(data.test)
+    results, shown = [], None
+    for index, (sampler, steps) in enumerate(rows):
+        generator = torch.Generator().manual_seed(seed * 1000 + index)
+        start = time.perf_counter()
+        with torch.no_grad():
+            x, setting = draw(model, sampler, steps, n, data, generator)
+        seconds = time.perf_counter() - start
+        pixels = data.to_data_space(x, clip=True)
+        quality = image_quality(
+            pixels, classifier=classifier, train=train_pixels, test=test_pixels,
+            n_reference_draws=n_reference_draws, seed=seed,
+        )  # fmt: skip
+        results.append(
+            {"sampler": sampler, "steps": steps, "setting": setting, "seconds": seconds,
+             "quality": quality.to_dict()}
+        )  # fmt: skip
+        print(f"[{NAME}] {sampler} {steps}: {quality.verdict} ({seconds:.0f} s)", flush=True)
+        if shown is None or (sampler, steps) == DEFAULT_ROW:
+            shown = (sampler, steps, pixels, quality)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sampler, steps, pixels, quality = shown
+    label = f"{ckpt}, {sampler} {steps} steps"
+    save_figure(
+        plot.sample_sheet(
+            pixels, test_pixels, suptitle=f"{label}: FD {quality.fd_ratio:.2f}× real"
+        ),
+        out_dir / f"{NAME}_samples.png",
+    )
+    _, labels = classifier.embed(pixels)
+    save_figure(
+        plot.class_panel(pixels, labels, n_classes=10, title=f"{label}, by predicted class"),
+        out_dir / f"{NAME}_classes.png",
+    )
+    table = table_markdown(results, n)
+    (out_dir / f"{NAME}.md").write_text(table + "\n")
+    numbers = {
+        "ckpt": ckpt,
+        "n_samples": n,
+        "seed": seed,
+        "classifier_held_out_accuracy": classifier.record.get("held_out_accuracy"),
+        "rows": results,
+        "figure_row": {"sampler": sampler, "steps": steps},
+        "table": table,
+    }
+    write_json(out_dir, NAME, numbers)
+    return numbers
+
+
+if __name__ == "__main__":
+    main(run, __doc__)
