@@ -75,7 +75,7 @@ QUICK_ROWS = (
     ("langevin_data", 100),
 )
 # the CLI's image default (what `scoregen sample` should draw): the row the figures show
-DEFAULT_ROW = ("annealed", 2000)
+DEFAULT_ROW = ("annealed", 2000, {})
 ANNEALED_LEVELS = 10
 RELATIVE_STEP = 0.1  # annealed α_i = 0.1 σ_i²; fixed-σ Langevin ε = 0.1 σ²
 LANGEVIN_DATA_SIGMA = 0.2  # model space ([-1, 1]): 0.1 in pixels
@@ -92,45 +92,66 @@ def data_start(train: Tensor, n: int, sigma_max: float, generator: torch.Generat
 
 
 def draw(
-    model, sampler: str, steps: int, n: int, data, generator: torch.Generator
+    model, sampler: str, steps: int, n: int, data, generator: torch.Generator, **options
 ) -> tuple[Tensor, dict]:
-    """Samples in model space from one row's setting, and the setting as a dict."""
-    sigma_min, sigma_max = model.sigma_range
+    """Samples in model space from one row's setting, and the setting as a dict.
+
+    ``options`` override the defaults: ``sigma_min`` / ``sigma_max`` (the ladder's ends; the
+    checkpoint's σ range by default), ``levels`` (annealed), ``relative_step`` (annealed
+    ``α_i = relative_step · σ_i²``; fixed-σ Langevin ``ε = relative_step · σ²``), ``snr``
+    (pc), ``sigma`` (langevin_data's level).
+    """
+    unknown = set(options) - {"sigma_min", "sigma_max", "levels", "relative_step", "snr", "sigma"}
+    if unknown:
+        raise ValueError(f"unknown row options {sorted(unknown)}")
+    trained_min, trained_max = model.sigma_range
+    sigma_min = options.get("sigma_min", trained_min)
+    sigma_max = options.get("sigma_max", trained_max)
+    relative_step = options.get("relative_step", RELATIVE_STEP)
     score = model.score
     common = {"progress": False}
     if sampler == "langevin_data":
-        sigma = LANGEVIN_DATA_SIGMA
+        sigma = options.get("sigma", LANGEVIN_DATA_SIGMA)
         pick = torch.randint(0, data.test.shape[0], (n,), generator=generator)
         x0 = data.test[pick] + sigma * torch.randn((n, *data.shape), generator=generator)
-        step_size = RELATIVE_STEP * sigma**2
+        step_size = relative_step * sigma**2
         x = langevin(score, x0, sigma=sigma, step_size=step_size, n_steps=steps,
                      generator=generator, **common)  # fmt: skip
         x = model.denoiser(x, sigma)
         setting = {"sigma": sigma, "step_size": step_size, "start": "held-out digit + σ z"}
         return x, {**setting, "nfe": steps + 1}
     x0 = data_start(data.train, n, sigma_max, generator)
-    start = "N(μ_c, σ_max² + σ_c²)"
+    setting = {"sigma_max": sigma_max, "sigma_min": sigma_min, "start": "N(μ_c, σ_max² + σ_c²)"}
     if sampler == "annealed":
-        levels = ANNEALED_LEVELS
+        levels = options.get("levels", ANNEALED_LEVELS)
         sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
-        step_lr = RELATIVE_STEP * sigma_min**2
+        step_lr = relative_step * sigma_min**2
         x = annealed_langevin(score, x0, sigmas, n_steps_each=steps // levels, step_lr=step_lr,
                               generator=generator, **common)  # fmt: skip
-        setting = {"levels": levels, "n_steps_each": steps // levels, "step": "α_i = 0.1 σ_i²"}
-        return x, {**setting, "start": start, "nfe": levels * (steps // levels) + 1}
+        setting.update(
+            levels=levels, n_steps_each=steps // levels, step=f"α_i = {relative_step:g} σ_i²"
+        )
+        return x, {**setting, "nfe": levels * (steps // levels) + 1}
     if sampler == "pc":
         levels = steps // 2 + 1
+        snr = options.get("snr", 0.16)
         sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
-        x = predictor_corrector(score, x0, sigmas, generator=generator, **common)
-        setting = {"levels": levels, "snr": 0.16, "n_corrector": 1, "start": start}
+        x = predictor_corrector(score, x0, sigmas, snr=snr, generator=generator, **common)
+        setting.update(levels=levels, snr=snr, n_corrector=1)
         return x, {**setting, "nfe": 2 * (levels - 1) + 1}
     if sampler == "ode":
         levels = steps + 1
         sigmas = karras_sigmas(sigma_max, sigma_min, levels)
         x = probability_flow(score, x0, sigmas, **common)
-        setting = {"levels": levels, "ladder": "karras ρ=7", "solver": "heun", "start": start}
+        setting.update(levels=levels, ladder="karras ρ=7", solver="heun")
         return x, {**setting, "nfe": 2 * (levels - 1) + 1}
     raise ValueError(f"unknown sampler {sampler!r}")
+
+
+def _options_text(options: dict) -> str:
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in options.items()
+    )
 
 
 def table_markdown(rows: list[dict], n_samples: int) -> str:
@@ -144,8 +165,9 @@ def table_markdown(rows: list[dict], n_samples: int) -> str:
         b = row["quality"]["bands"]
         fd = b["fd"]
         share = row["quality"]["class_share_range"]
+        options = f" ({_options_text(row['options'])})" if row["options"] else ""
         lines.append(
-            f"| {row['sampler']} | {row['steps']} | {row['setting']['nfe']} | "
+            f"| {row['sampler']}{options} | {row['steps']} | {row['setting']['nfe']} | "
             f"{row['quality']['fd_ratio']:.2f} ({fd['low'] / fd['median']:.2f}–"
             f"{fd['high'] / fd['median']:.2f}) | "
             f"{1e3 * b['kid']['value']:.1f} ({1e3 * b['kid']['median']:.1f}) | "
@@ -176,11 +198,12 @@ def run(
     classifier = load_classifier("digits")
     train_pixels, test_pixels = data.to_data_space(data.train), data.to_data_space(data.test)
     results, shown = [], None
-    for index, (sampler, steps) in enumerate(rows):
+    for index, (sampler, steps, *extra) in enumerate(rows):
+        options = dict(extra[0]) if extra else {}
         generator = torch.Generator().manual_seed(seed * 1000 + index)
         start = time.perf_counter()
         with torch.no_grad():
-            x, setting = draw(model, sampler, steps, n, data, generator)
+            x, setting = draw(model, sampler, steps, n, data, generator, **options)
         seconds = time.perf_counter() - start
         pixels = data.to_data_space(x, clip=True)
         quality = image_quality(
@@ -188,15 +211,16 @@ def run(
             n_reference_draws=n_reference_draws, seed=seed,
         )  # fmt: skip
         results.append(
-            {"sampler": sampler, "steps": steps, "setting": setting, "seconds": seconds,
-             "quality": quality.to_dict()}
+            {"sampler": sampler, "steps": steps, "options": options, "setting": setting,
+             "seconds": seconds, "quality": quality.to_dict()}
         )  # fmt: skip
-        print(f"[{NAME}] {sampler} {steps}: {quality.verdict} ({seconds:.0f} s)", flush=True)
-        if shown is None or (sampler, steps) == DEFAULT_ROW:
-            shown = (sampler, steps, pixels, quality)
+        print(f"[{NAME}] {sampler} {steps} {_options_text(options)}: {quality.verdict} "
+              f"({seconds:.0f} s)", flush=True)  # fmt: skip
+        if shown is None or (sampler, steps, options) == DEFAULT_ROW:
+            shown = (sampler, steps, options, pixels, quality)
     out_dir.mkdir(parents=True, exist_ok=True)
-    sampler, steps, pixels, quality = shown
-    label = f"{ckpt}, {sampler} {steps} steps"
+    sampler, steps, options, pixels, quality = shown
+    label = f"{ckpt}, {sampler} {steps} steps" + (f" ({_options_text(options)})" if options else "")
     save_figure(
         plot.sample_sheet(
             pixels, test_pixels, suptitle=f"{label}: FD {quality.fd_ratio:.2f}× real"
@@ -205,7 +229,9 @@ def run(
     )
     _, labels = classifier.embed(pixels)
     save_figure(
-        plot.class_panel(pixels, labels, n_classes=10, title=f"{label}, by predicted class"),
+        plot.class_panel(
+            pixels, labels, n_classes=10, title=f"{label}:\nsamples by predicted class"
+        ),
         out_dir / f"{NAME}_classes.png",
     )
     table = table_markdown(results, n)
@@ -216,7 +242,7 @@ def run(
         "seed": seed,
         "classifier_held_out_accuracy": classifier.record.get("held_out_accuracy"),
         "rows": results,
-        "figure_row": {"sampler": sampler, "steps": steps},
+        "figure_row": {"sampler": sampler, "steps": steps, "options": options},
         "table": table,
     }
     write_json(out_dir, NAME, numbers)

@@ -583,7 +583,9 @@ def _pixel_exact_figure(
 
     heights = [array.shape[0] for array, _ in panels]
     widths = [array.shape[1] for array, _ in panels]
-    top = title_band + (title_band if suptitle else 0)
+    title_lines = max((title.count("\n") + 1 for _, title in panels if title), default=0)
+    suptitle_lines = suptitle.count("\n") + 1 if suptitle else 0
+    top = title_band * title_lines + (title_band - 6) * suptitle_lines + margin
     width_px = left + sum(widths) + gap * (len(panels) - 1) + 2 * margin
     height_px = max(heights) + top + margin
     fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
@@ -695,7 +697,8 @@ def class_panel(
         grid[k * per_class : k * per_class + len(members)] = members
     tiled = tile_images(grid, per_class, value_range=value_range)
     label_px = 110
-    fig = _pixel_exact_figure([(_upscale(tiled, scale), title)], left=label_px)
+    # the title centred over the whole figure (labels and grid), not over the grid alone
+    fig = _pixel_exact_figure([(_upscale(tiled, scale), None)], left=label_px, suptitle=title)
     ax = fig.axes[0]
     row_px = (height + 1) * scale
     for k in range(n_classes):
