@@ -13,7 +13,7 @@ from experiments._common import to_jsonable
 from scoregen.data import load_dataset
 from scoregen.models.classifier import classifier_accuracy, load_classifier
 
-TINY_ROWS = (("annealed", 20), ("pc", 6), ("ode", 3), ("langevin_data", 5))
+TINY_ROWS = (("annealed", 20), ("pc", 6), ("ode", 3), ("langevin_data", 5), ("ode", 3))
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,9 @@ def result(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        numbers = digits_quality.run(out, n_samples=24, rows=TINY_ROWS, n_reference_draws=4)
+        numbers = digits_quality.run(
+            out, n_samples=24, n_seeds=2, rows=TINY_ROWS, n_reference_draws=4
+        )
     finally:
         torch.set_num_threads(threads)
     return out, numbers
@@ -34,12 +36,21 @@ def test_writes_one_scored_row_per_setting_and_the_figures(result):
     assert saved == json.loads(json.dumps(to_jsonable(numbers)))
     assert [[r["sampler"], r["steps"]] for r in saved["rows"]] == [list(r) for r in TINY_ROWS]
     for row in saved["rows"]:
-        quality = row["quality"]
-        assert quality["n_evaluated"] == 24 and quality["n_draws"] == 4
-        fd = quality["bands"]["fd"]
-        assert fd["low"] <= fd["median"] <= fd["high"]
-        assert quality["fd_ratio"] == pytest.approx(fd["value"] / fd["median"])
-        assert sum(quality["class_counts"]) == 24
+        assert len(row["seeds"]) == 2
+        for quality in row["seeds"]:
+            assert quality["n_evaluated"] == 24 and quality["n_draws"] == 4
+            fd = quality["bands"]["fd"]
+            assert fd["low"] <= fd["median"] <= fd["high"]
+            assert quality["fd_ratio"] == pytest.approx(fd["value"] / fd["median"])
+            assert sum(quality["class_counts"]) == 24
+        ratios = sorted(q["fd_ratio"] for q in row["seeds"])
+        assert row["summary"]["fd_ratio_range"] == pytest.approx(ratios)
+        # the median of two is the lower one (torch's median)
+        assert row["summary"]["fd_ratio"] == pytest.approx(ratios[0])
+    # common random numbers: seed s draws the same noise for every row, so the two identical
+    # ODE rows agree exactly, while a row's two seeds differ
+    fd = [[q["bands"]["fd"]["value"] for q in row["seeds"]] for row in saved["rows"]]
+    assert fd[2] == fd[4] and fd[2][0] != fd[2][1]
     nfe = {r["sampler"]: r["setting"]["nfe"] for r in saved["rows"]}
     # annealed: 10 levels × 2 steps + the denoising step; pc: 6 // 2 + 1 = 4 levels → 3
     # predictor + 3 corrector calls + 1; ode: 4 Karras levels → 3 Heun steps of 2 calls + 1;
