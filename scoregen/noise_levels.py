@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from scoregen._util import check_positive_float, check_positive_int
+from scoregen.config import NOISE_DISTRIBUTIONS
 
 __all__ = [
     "NOISE_DISTRIBUTIONS",
@@ -26,7 +27,6 @@ __all__ = [
     "log_uniform_sigmas",
 ]
 
-NOISE_DISTRIBUTIONS = ("fixed", "log_uniform", "geometric", "log_normal")
 
 # EDM's log-normal has unbounded support; its "range" (for buckets and the record) is the
 # central interval exp(P_mean ± 3 P_std), which holds 99.73 % of the draws.

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor, nn
 
-from scoregen._util import append_dims
+from scoregen._util import append_dims, sigma_batch
 
 __all__ = ["Denoiser", "PRECONDITIONINGS"]
 
@@ -80,16 +79,7 @@ class Denoiser(nn.Module):
                         f"this denoiser was trained at the single noise level "
                         f"sigma={self.fixed_sigma:g}; it cannot be used at sigma={value:g}"
                     )
-        if isinstance(sigma, Tensor):
-            sigma = sigma.to(device=x.device, dtype=x.dtype)
-            if sigma.ndim == 0 or sigma.shape == (1,):
-                return sigma.reshape(1).expand(x.shape[0])
-            if sigma.shape != (x.shape[0],):
-                raise ValueError(
-                    f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got {tuple(sigma.shape)}"
-                )
-            return sigma
-        return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+        return sigma_batch(sigma, x)
 
     def forward(self, x: Tensor, sigma=None) -> Tensor:
         sigma = self._sigma_batch(sigma, x)

@@ -32,7 +32,7 @@ def activation_gain(activation: nn.Module) -> float:
     """``1 / sqrt(E[act(z)²])`` for ``z ~ N(0, 1)``: the weight scale (times ``1/sqrt(fan_in)``)
     that keeps the second moment of pre-activations constant from layer to layer (He et al.
     2015; ``sqrt(2)`` for ReLU). The expectation is a quadrature on [-10, 10]."""
-    z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64)
+    z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64, device="cpu")  # not "meta"
     density = torch.exp(-(z**2) / 2) / math.sqrt(2 * math.pi) * (z[1] - z[0])
     return float((density * activation(z) ** 2).sum().rsqrt())
 

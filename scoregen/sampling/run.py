@@ -1,0 +1,185 @@
+"""Running a sampling plan: starting batches, the sampler, chunks, and data space."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from scoregen.sampling.plan import SamplingPlan, plan_sampling
+
+__all__ = ["SampleRun", "held_out_examples", "run_plan", "sample"]
+
+
+@dataclass
+class SampleRun:
+    """What :func:`run_plan` returns: the samples in model space (on the model's device),
+    the wall time, and MALA's acceptance rate (None for the other samplers)."""
+
+    samples: Tensor
+    seconds: float
+    acceptance_rate: float | None = None
+
+
+def held_out_examples(model) -> Tensor:
+    """The held-out examples of the data set a checkpoint was trained on, in model space
+    (the start of ``init="data"``). A ValueError when the data cannot be rebuilt from its
+    record (data passed from Python, or files that are not here)."""
+    from scoregen.data import DATASETS, dataset_options, load_dataset
+
+    record = model.data
+    name = record.get("name")
+    if name not in DATASETS:
+        raise ValueError(
+            f"init='data': {model.name} was trained on data {name!r}, which scoregen cannot "
+            "rebuild from the checkpoint; pass the examples to start from (data=... in "
+            "scoregen.sample, --init-data FILE on the command line)"
+        )
+    allowed = dataset_options(name)
+    options = {k: v for k, v in record.items() if k in allowed and k != "n_test"}
+    try:
+        dataset = load_dataset(name, **options)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"init='data': cannot load the data set {name!r}: {e}") from None
+    examples = dataset.test if dataset.test is not None else dataset.train
+    if examples is None:
+        raise ValueError(f"init='data': the data set {name!r} has no examples to start from")
+    return examples.float()
+
+
+def _per_entry(values, shape: tuple[int, ...], device, dtype) -> Tensor:
+    """Per-channel (images) or per-coordinate (points) values shaped to broadcast over one
+    example: ``[C, 1, 1]`` or ``[d]``."""
+    t = torch.tensor(values, device=device, dtype=dtype)
+    return t.reshape((len(values),) + (1,) * (len(shape) - 1))
+
+
+def _start(model, plan: SamplingPlan, n: int, generator, examples: Tensor | None) -> Tensor:
+    device, dtype = generator.device, torch.float32
+    shape = (n, *plan.shape)
+    if plan.init == "exact":
+        mixture = model.oracle.to(device=device)
+        draws = mixture.blurred(plan.start_std[0]).sample(n, generator=generator)
+        return draws.reshape(shape).to(dtype)
+    if plan.init == "uniform":
+        low, high = plan.uniform_range
+        return low + (high - low) * torch.rand(shape, generator=generator, device=device, dtype=dtype)  # fmt: skip
+    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if plan.start_cov is not None:  # points: the data's covariance + σ²I, by its Cholesky factor
+        chol = torch.linalg.cholesky(torch.tensor(plan.start_cov, dtype=torch.float64))
+        mean = torch.tensor(plan.start_mean, device=device, dtype=dtype)
+        return mean + noise @ chol.T.to(device=device, dtype=dtype)
+    std = _per_entry(plan.start_std, plan.shape, device, dtype)
+    if plan.init == "data":
+        index = torch.randint(examples.shape[0], (n,), generator=generator, device=device)
+        return examples.to(device=device, dtype=dtype)[index] + std * noise
+    return _per_entry(plan.start_mean, plan.shape, device, dtype) + std * noise
+
+
+def run_plan(
+    model,
+    plan: SamplingPlan,
+    *,
+    examples: Tensor | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    progress: bool | None = None,
+) -> SampleRun:
+    """Run ``plan`` (from :func:`plan_sampling`) on ``model``: ``plan.n`` chains in batches of
+    ``plan.batch_size``, one ``torch.Generator`` seeded with ``plan.seed`` on the model's
+    device drawing every start and every step, so a run is reproducible bit for bit.
+
+    ``examples`` (model space) are the starts of ``init="data"`` (default: the model's
+    held-out data, :func:`held_out_examples`). ``callback`` sees every step of every batch;
+    its dict has ``"batch"`` (the batch index) beside the sampler's own keys.
+    """
+    from scoregen.samplers import (
+        annealed_langevin,
+        mala,
+        predictor_corrector,
+        probability_flow,
+    )
+    from scoregen.samplers import langevin as ula
+
+    device = model.device
+    if plan.init == "data" and examples is None:
+        examples = held_out_examples(model)
+    generator = torch.Generator(device).manual_seed(plan.seed)
+    chunks, accepted = [], 0.0
+    start_time = time.perf_counter()
+    for index, first in enumerate(range(0, plan.n, plan.batch_size)):
+        size = min(plan.batch_size, plan.n - first)
+        x0 = _start(model, plan, size, generator, examples)
+        hook = None
+        if callback is not None:
+
+            def hook(info, batch=index):
+                callback({**info, "batch": batch})
+
+        common = {"callback": hook, "progress": progress}
+        if plan.sampler == "langevin":
+            x = ula(model.score, x0, sigma=plan.sigma, step_size=plan.step_size,
+                    n_steps=plan.n_steps, temperature=plan.temperature, generator=generator,
+                    **common)  # fmt: skip
+        elif plan.sampler == "mala":
+            x, stats = mala(model.log_prob, x0, sigma=plan.sigma, step_size=plan.step_size,
+                            n_steps=plan.n_steps, score=model.score, return_stats=True,
+                            generator=generator, **common)  # fmt: skip
+            accepted += stats.acceptance_rate * size
+        elif plan.sampler == "annealed":
+            x = annealed_langevin(model.score, x0, plan.sigmas, n_steps_each=plan.n_steps_each,
+                                  step_lr=plan.step_lr, step_scale=plan.step_scale,
+                                  adaptive=plan.adaptive, temperature=plan.temperature,
+                                  final_denoise=plan.final_denoise, generator=generator,
+                                  **common)  # fmt: skip
+        elif plan.sampler == "pc":
+            x = predictor_corrector(model.score, x0, plan.sigmas, snr=plan.snr,
+                                    final_denoise=plan.final_denoise, generator=generator,
+                                    **common)  # fmt: skip
+        else:
+            x = probability_flow(model.score, x0, plan.sigmas, final_denoise=plan.final_denoise,
+                                 **common)  # fmt: skip
+        chunks.append(x)
+    samples = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    seconds = time.perf_counter() - start_time
+    rate = accepted / plan.n if plan.sampler == "mala" else None
+    return SampleRun(samples=samples, seconds=seconds, acceptance_rate=rate)
+
+
+def sample(
+    model,
+    n: int | None = None,
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    device=None,
+    data: Tensor | None = None,
+    callback: Callable[[dict[str, Any]], Any] | None = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> Tensor:
+    """Draw ``n`` samples from ``model``: exactly what ``scoregen sample`` draws.
+
+    ``model`` is ``"builtin:NAME"``, a checkpoint path or a loaded
+    :class:`~scoregen.checkpoint.ScoreModel` (a name or path is loaded onto ``device``,
+    default CUDA when available). ``sampler``, ``steps`` and the other ``options``
+    (``sigma``, ``step_size``, ``sigma_max``, ``sigma_min``, ``levels``, ``step_lr``,
+    ``snr``, ``temperature``, ``init``, ``batch_size``) are those of :func:`plan_sampling`,
+    whose defaults are the command line's. ``data`` are examples in data space to start
+    from with ``init="data"`` (default: the checkpoint's held-out data).
+
+    Returns the samples in data space (pixels in [0, 1] for images), on the CPU::
+
+        x = scoregen.sample("builtin:ncsn2d-dae", 1000, steps=5000, seed=0)
+    """
+    from scoregen.builtins import load_model
+
+    model = load_model(model, "auto" if device is None else device)
+    plan = plan_sampling(model, n, sampler=sampler, steps=steps, seed=seed, **options)
+    examples = None if data is None else model.from_data_space(torch.as_tensor(data).float())
+    run = run_plan(model, plan, examples=examples, callback=callback, progress=progress)
+    return model.to_data_space(run.samples).cpu()
