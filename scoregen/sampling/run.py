@@ -18,11 +18,15 @@ __all__ = ["SampleRun", "held_out_examples", "run_plan", "sample"]
 @dataclass
 class SampleRun:
     """What :func:`run_plan` returns: the samples in model space (on the model's device),
-    the wall time, and MALA's acceptance rate (None for the other samplers)."""
+    the wall time (compilation included), MALA's acceptance rate (None for the other
+    samplers), and with ``compile=True`` the time the first call took to compile (or why it
+    fell back to eager)."""
 
     samples: Tensor
     seconds: float
     acceptance_rate: float | None = None
+    compile_seconds: float | None = None
+    compile_fallback: str | None = None
 
 
 def held_out_examples(model) -> Tensor:
@@ -87,6 +91,7 @@ def run_plan(
     examples: Tensor | None = None,
     callback: Callable[[dict[str, Any]], Any] | None = None,
     progress: bool | None = None,
+    compile: bool = False,
 ) -> SampleRun:
     """Run ``plan`` (from :func:`plan_sampling`) on ``model``: ``plan.n`` chains in batches of
     ``plan.batch_size``, one ``torch.Generator`` seeded with ``plan.seed`` on the model's
@@ -94,7 +99,9 @@ def run_plan(
 
     ``examples`` (model space) are the starts of ``init="data"`` (default: the model's
     held-out data, :func:`held_out_examples`). ``callback`` sees every step of every batch;
-    its dict has ``"batch"`` (the batch index) beside the sampler's own keys.
+    its dict has ``"batch"`` (the batch index) beside the sampler's own keys. ``compile=True``
+    runs the score through :func:`scoregen.compiled.compile_score` (σ a tensor input: one
+    graph for the whole ladder; eager with a warning where compiling fails).
     """
     from scoregen.samplers import (
         annealed_langevin,
@@ -105,6 +112,11 @@ def run_plan(
     from scoregen.samplers import langevin as ula
 
     device = model.device
+    score = model.score
+    if compile:
+        from scoregen.compiled import compile_score
+
+        score = compile_score(model, batch_size=plan.batch_size)
     if plan.init == "data" and examples is None:
         examples = held_out_examples(model)
     generator = torch.Generator(device).manual_seed(plan.seed)
@@ -121,32 +133,38 @@ def run_plan(
 
         common = {"callback": hook, "progress": progress}
         if plan.sampler == "langevin":
-            x = ula(model.score, x0, sigma=plan.sigma, step_size=plan.step_size,
+            x = ula(score, x0, sigma=plan.sigma, step_size=plan.step_size,
                     n_steps=plan.n_steps, temperature=plan.temperature, generator=generator,
                     **common)  # fmt: skip
         elif plan.sampler == "mala":
             x, stats = mala(model.log_prob, x0, sigma=plan.sigma, step_size=plan.step_size,
-                            n_steps=plan.n_steps, score=model.score, return_stats=True,
+                            n_steps=plan.n_steps, score=score, return_stats=True,
                             generator=generator, **common)  # fmt: skip
             accepted += stats.acceptance_rate * size
         elif plan.sampler == "annealed":
-            x = annealed_langevin(model.score, x0, plan.sigmas, n_steps_each=plan.n_steps_each,
+            x = annealed_langevin(score, x0, plan.sigmas, n_steps_each=plan.n_steps_each,
                                   step_lr=plan.step_lr, step_scale=plan.step_scale,
                                   adaptive=plan.adaptive, temperature=plan.temperature,
                                   final_denoise=plan.final_denoise, generator=generator,
                                   **common)  # fmt: skip
         elif plan.sampler == "pc":
-            x = predictor_corrector(model.score, x0, plan.sigmas, snr=plan.snr,
+            x = predictor_corrector(score, x0, plan.sigmas, snr=plan.snr,
                                     final_denoise=plan.final_denoise, generator=generator,
                                     **common)  # fmt: skip
         else:
-            x = probability_flow(model.score, x0, plan.sigmas, final_denoise=plan.final_denoise,
+            x = probability_flow(score, x0, plan.sigmas, final_denoise=plan.final_denoise,
                                  **common)  # fmt: skip
         chunks.append(x)
     samples = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
     seconds = time.perf_counter() - start_time
     rate = accepted / plan.n if plan.sampler == "mala" else None
-    return SampleRun(samples=samples, seconds=seconds, acceptance_rate=rate)
+    return SampleRun(
+        samples=samples,
+        seconds=seconds,
+        acceptance_rate=rate,
+        compile_seconds=getattr(score, "compile_seconds", None),
+        compile_fallback=getattr(score, "fallback", None),
+    )
 
 
 def sample(
@@ -160,6 +178,7 @@ def sample(
     data: Tensor | None = None,
     callback: Callable[[dict[str, Any]], Any] | None = None,
     progress: bool | None = None,
+    compile: bool = False,
     **options: Any,
 ) -> Tensor:
     """Draw ``n`` samples from ``model``: exactly what ``scoregen sample`` draws.
@@ -170,7 +189,8 @@ def sample(
     (``sigma``, ``step_size``, ``sigma_max``, ``sigma_min``, ``levels``, ``step_lr``,
     ``snr``, ``temperature``, ``init``, ``batch_size``) are those of :func:`plan_sampling`,
     whose defaults are the command line's. ``data`` are examples in data space to start
-    from with ``init="data"`` (default: the checkpoint's held-out data).
+    from with ``init="data"`` (default: the checkpoint's held-out data). ``compile=True``
+    compiles the score once for the whole σ ladder (see :func:`run_plan`).
 
     Returns the samples in data space (pixels in [0, 1] for images), on the CPU::
 
@@ -181,5 +201,6 @@ def sample(
     model = load_model(model, "auto" if device is None else device)
     plan = plan_sampling(model, n, sampler=sampler, steps=steps, seed=seed, **options)
     examples = None if data is None else model.from_data_space(torch.as_tensor(data).float())
-    run = run_plan(model, plan, examples=examples, callback=callback, progress=progress)
+    run = run_plan(model, plan, examples=examples, callback=callback, progress=progress,
+                   compile=compile)  # fmt: skip
     return model.to_data_space(run.samples).cpu()
