@@ -61,7 +61,8 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.fixed_sigma = None if fixed_sigma is None else float(fixed_sigma)
 
-    def _sigma_batch(self, sigma, x: Tensor) -> Tensor:
+    def _sigma_levels(self, sigma, x: Tensor) -> Tensor:
+        """σ as a ``[B]`` tensor, or ``[1]`` when one σ serves the whole batch."""
         if sigma is None:
             if self.fixed_sigma is None:
                 raise ValueError(
@@ -80,19 +81,21 @@ class Denoiser(nn.Module):
                         f"this denoiser was trained at the single noise level "
                         f"sigma={self.fixed_sigma:g}; it cannot be used at sigma={value:g}"
                     )
+        # One σ for the batch stays one number, [1]: the net then embeds it once and every
+        # preconditioning factor broadcasts (no per-example copies, no device synchronisation).
         if isinstance(sigma, Tensor):
             sigma = sigma.to(device=x.device, dtype=x.dtype)
             if sigma.ndim == 0 or sigma.shape == (1,):
-                return sigma.reshape(1).expand(x.shape[0])
+                return sigma.reshape(1)
             if sigma.shape != (x.shape[0],):
                 raise ValueError(
                     f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got {tuple(sigma.shape)}"
                 )
             return sigma
-        return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+        return torch.full((1,), float(sigma), device=x.device, dtype=x.dtype)
 
     def forward(self, x: Tensor, sigma=None) -> Tensor:
-        sigma = self._sigma_batch(sigma, x)
+        sigma = self._sigma_levels(sigma, x)
         c_noise = sigma.log() / 4
         if self.precond == "none":
             return self.net(x, c_noise)
