@@ -337,9 +337,7 @@ class GaussianMixture:
             joint = self.log_weights[:, None] - 0.5 * (
                 dist2 * inv + dim * torch.log(var) + dim * _LOG_2PI
             )
-            base_min = terms["log_w_min"] - 0.5 * dim * (
-                torch.log(lam.amax() + sigma2) + _LOG_2PI
-            )
+            base_min = terms["log_w_min"] - 0.5 * dim * (torch.log(lam.amax() + sigma2) + _LOG_2PI)
             inv_max = (1.0 / (lam.amin() + sigma2))[None]  # [1, n]
         else:
             joint = torch.addmm(terms["bias"][:, None], terms["weights"], stacked)
