@@ -45,11 +45,13 @@ from torch import Tensor
 __all__ = ["GaussianMixture", "PRESETS", "preset"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-# Rows per chunk are chosen so that each [K, n] (or [K, d, n]) intermediate holds about this
-# many numbers (8 MB in float64): small enough to stay in cache through the chain of
-# elementwise passes, large enough that a call makes few parallel regions when threads share
-# a busy machine (experiments/bench/cpu.py measured 2^17 to 2^21 alike on one thread).
+# Rows per chunk are chosen so that each [K, n] (or [K, d, n]) intermediate holds about
+# max(_CHUNK_ELEMENTS, _THREAD_ELEMENTS × threads) numbers: small enough to stay in cache
+# through the chain of elementwise passes (2^17 to 2^21 measured alike on one thread), large
+# enough that a call makes few parallel regions (each costs a wait when the threads share
+# the cores with other processes).
 _CHUNK_ELEMENTS = 1 << 20
+_THREAD_ELEMENTS = 1 << 18
 # The expanded quadratic form may lose this factor of accuracy against the direct form before
 # a row is redone directly (10 bits: 1e-16 relative rounding stays below 1e-12).
 _EXPANSION_LOSS = 1024.0
@@ -274,8 +276,11 @@ class GaussianMixture:
         width = {"log_prob": (), "responsibilities": (n_comp,)}.get(kind, (dim,))
         out = x.new_empty(batch, *width)
         per_row = max(n_comp, 2 * dim) if expanded else n_comp * dim
-        # a GPU takes the batch whole
-        step = max(1, _CHUNK_ELEMENTS // per_row) if x.device.type == "cpu" else max(batch, 1)
+        if x.device.type == "cpu":
+            budget = max(_CHUNK_ELEMENTS, _THREAD_ELEMENTS * torch.get_num_threads())
+            step = max(1, budget // per_row)
+        else:  # a GPU takes the batch whole
+            step = max(batch, 1)
         if self.eigvecs is not None:
             # each chunk reads every U_k ([K, d, d]) twice: enough rows to pay for it
             step = max(step, 256)
