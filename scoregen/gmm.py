@@ -45,13 +45,13 @@ from torch import Tensor
 __all__ = ["GaussianMixture", "PRESETS", "preset"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
-# Rows per chunk are chosen so that each [K, n] (or [K, d, n]) intermediate holds about
-# max(_CHUNK_ELEMENTS, _THREAD_ELEMENTS × threads) numbers: small enough to stay in cache
-# through the chain of elementwise passes (2^17 to 2^21 measured alike on one thread), large
-# enough that a call makes few parallel regions (each costs a wait when the threads share
-# the cores with other processes).
+# Rows per chunk are chosen so that each [K, n] (or [K, d, n]) intermediate holds about this
+# many numbers. On one thread, 2^20 (8 MB in float64) keeps the chain of elementwise passes in
+# cache. With several threads every op is a parallel region whose threads wait for each other,
+# and on a machine shared with other processes each wait can cost a scheduler time slice: then
+# few large ops win (experiments/bench/cpu.py --chunk compares the settings).
 _CHUNK_ELEMENTS = 1 << 20
-_THREAD_ELEMENTS = 1 << 18
+_THREADED_CHUNK_ELEMENTS = 1 << 25
 # The expanded quadratic form may lose this factor of accuracy against the direct form before
 # a row is redone directly (10 bits: 1e-16 relative rounding stays below 1e-12).
 _EXPANSION_LOSS = 1024.0
@@ -277,7 +277,8 @@ class GaussianMixture:
         out = x.new_empty(batch, *width)
         per_row = max(n_comp, 2 * dim) if expanded else n_comp * dim
         if x.device.type == "cpu":
-            budget = max(_CHUNK_ELEMENTS, _THREAD_ELEMENTS * torch.get_num_threads())
+            threaded = torch.get_num_threads() > 1
+            budget = _THREADED_CHUNK_ELEMENTS if threaded else _CHUNK_ELEMENTS
             step = max(1, budget // per_row)
         else:  # a GPU takes the batch whole
             step = max(batch, 1)

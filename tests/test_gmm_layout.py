@@ -136,6 +136,7 @@ def test_presets_match_the_componentwise_formula_in_float64(name, sigma):
 def test_large_batches_in_many_chunks_match(monkeypatch):
     # a few hundred rows per chunk: the chunk loop and its seams are exercised
     monkeypatch.setattr(gmm_module, "_CHUNK_ELEMENTS", 1 << 12)
+    monkeypatch.setattr(gmm_module, "_THREADED_CHUNK_ELEMENTS", 1 << 12)
     g = torch.Generator().manual_seed(3)
     for cov_type in ("scalar", "diag", "full"):
         params = random_parameters(g, 6, 3, cov_type, spread=2.0)

@@ -10,6 +10,7 @@ Sections (``--section``, repeatable; default all):
 * ``oracle``: ``GaussianMixture.score`` against the previous ``[B, K, d]`` layout
   (experiments/bench/_oracle_reference.py) on the presets ``grid25`` (K = 25) and ``ncsn2d``
   (K = 2), at 10k and 1M particles drawn from ``p_σ``, σ = 0.1, in float64 and float32.
+  ``--chunk 1048576`` (say) overrides the oracle's chunk size to compare settings.
 * ``sigma_embedding``: the σ-conditioned MLP (128 × 3 hidden, 32-wide embedding) on a
   batch at one σ (a sampler's call), at ten levels (a ladder batch) and at distinct levels
   (a training batch), against its previous forward pass that embedded every example
@@ -37,6 +38,7 @@ import torch
 
 from experiments.bench import _embedding_reference, _oracle_reference
 from experiments.bench._timing import interleaved, timed
+from scoregen import gmm
 from scoregen.gmm import preset
 from scoregen.models.mlp import MLP, MLPConfig
 
@@ -158,9 +160,17 @@ def oracle_report(rows: list[dict]) -> list[str]:
 
 
 def oracle_section(args) -> list[str]:
-    return oracle_report(
-        oracle_rows(args.particles, args.dtypes, repeats=args.repeats, device=args.device)
-    )
+    saved = gmm._CHUNK_ELEMENTS, gmm._THREADED_CHUNK_ELEMENTS
+    if args.chunk is not None:  # a tuning knob: the oracle's rows per chunk, in numbers
+        gmm._CHUNK_ELEMENTS = gmm._THREADED_CHUNK_ELEMENTS = args.chunk
+    try:
+        rows = oracle_rows(args.particles, args.dtypes, repeats=args.repeats, device=args.device)
+    finally:
+        gmm._CHUNK_ELEMENTS, gmm._THREADED_CHUNK_ELEMENTS = saved
+    lines = oracle_report(rows)
+    if args.chunk is not None:
+        lines.insert(1, f"(chunks of {args.chunk:,} numbers per intermediate, set by --chunk)")
+    return lines
 
 
 # ---------------------------------------------------------------------- σ embedding
@@ -250,6 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--dtypes", type=lambda s: s.split(","), default=["float64", "float32"])
     parser.add_argument("--batch", type=int, default=10_000, help="σ-embedding batch size")
+    parser.add_argument(
+        "--chunk",
+        type=lambda s: int(float(s)),
+        default=None,
+        help="oracle: numbers per intermediate in one chunk (default: the package's choice)",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="trials per contender (large)")
     parser.add_argument(
         "--quick", action="store_true", help="20k particles, 2k batch, 2 trials: seconds"
