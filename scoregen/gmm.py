@@ -388,12 +388,12 @@ class GaussianMixture:
             if kind == "score":
                 # −Σ_k r_k (x_c − μ_ck) / v_k
                 mixed = torch.cat([inv, means_c * inv], dim=1).T @ expo  # [2d, n]
-                out = mixed[dim:] - xc * mixed[:dim]
+                out = torch.addcmul(mixed[dim:], xc, mixed[:dim], value=-1.0)
             else:
                 # m_k = μ_k + λ_k/v_k (x − μ_k) = c + (λ_k/v_k) x_c + (σ²/v_k) μ_ck
                 shrink = self.eigvals * inv
                 mixed = torch.cat([shrink, (sigma2 * inv) * means_c], dim=1).T @ expo
-                out = xc * mixed[:dim] + mixed[dim:]
+                out = torch.addcmul(mixed[dim:], xc, mixed[:dim])
         out = (out / total).T
         return (out + terms["centre"] if kind == "denoise" else out), redo
 
