@@ -15,9 +15,9 @@ share the eigenvectors of ``Σ_k``, so for any σ they are diagonal in that basi
 every σ cost the same as σ = 0, needs no inverse, and has no cancellation at either end
 of σ ∈ [1e-4, 1e3].
 
-Layout. A batch is taken in row chunks sized to stay in cache, with the batch as the last
-dimension: per-component quantities are ``[K, n]``, so the softmax over K runs across
-contiguous rows. For scalar and diagonal covariances at one σ, the quadratic forms come from
+Layout. The batch is the last dimension: per-component quantities are ``[K, n]`` for ``n``
+rows, so the softmax over K runs across contiguous rows (on one CPU thread, rows come in
+chunks sized to stay in cache). For scalar and diagonal covariances at one σ, the quadratic forms come from
 one matrix product: with ``x_c = x − c`` and ``μ_c = μ − c`` centred on the mixture mean,
 
     Σ_j (x_cj − μ_ckj)² / v_kj  =  Σ_j x_cj² / v_kj − 2 Σ_j x_cj μ_ckj / v_kj + Σ_j μ_ckj² / v_kj
@@ -261,8 +261,9 @@ class GaussianMixture:
         """``kind`` (log_prob ``[B]``, responsibilities ``[B, K]``, score or denoise ``[B, d]``)
         of a flat batch ``[B, d]`` in the mixture's dtype.
 
-        The batch is taken in row chunks small enough for every intermediate to stay in
-        cache. Scalar and diagonal covariances at one σ (and scalar ones at per-example σ)
+        On one CPU thread the batch is taken in row chunks small enough for every
+        intermediate to stay in cache; with several threads, or on a GPU, in large pieces
+        (few parallel regions, few kernel launches). Scalar and diagonal covariances at one σ (and scalar ones at per-example σ)
         use the expanded quadratic form; rows where its rounding could exceed the direct
         form's by more than ``_EXPANSION_LOSS`` are redone by the direct form, which full
         covariances and diagonal ones at per-example σ always use.
