@@ -49,15 +49,16 @@ def sigma_like(sigma, x: Tensor) -> Tensor | float:
     raise TypeError(f"sigma must be a float or a tensor, got {type(sigma).__name__}")
 
 
-def sigma_batch(sigma, x: Tensor) -> Tensor:
+def sigma_batch(sigma, x: Tensor, *, keep_single: bool = False) -> Tensor:
     """σ as a ``[B]`` tensor on ``x``'s device and dtype, from a float, a 0-d, ``[1]`` or
-    ``[B]`` tensor (the one σ → batch conversion of the package)."""
+    ``[B]`` tensor (the one σ → batch conversion of the package). With ``keep_single`` one σ
+    for the whole batch stays ``[1]`` (it broadcasts, and a network can embed it once)."""
     import torch
 
     if is_tensor(sigma):
         sigma = sigma.to(device=x.device, dtype=x.dtype)
         if sigma.ndim == 0 or sigma.shape == (1,):
-            return sigma.reshape(1).expand(x.shape[0])
+            return sigma.reshape(1) if keep_single else sigma.reshape(1).expand(x.shape[0])
         if sigma.shape != (x.shape[0],):
             raise ValueError(
                 f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got shape "
@@ -66,7 +67,8 @@ def sigma_batch(sigma, x: Tensor) -> Tensor:
         return sigma
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise TypeError(f"sigma must be a float or a tensor, got {type(sigma).__name__}")
-    return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+    size = 1 if keep_single else x.shape[0]
+    return torch.full((size,), float(sigma), device=x.device, dtype=x.dtype)
 
 
 def check_positive_int(name: str, value, *, minimum: int = 1, maximum: int | None = None) -> int:

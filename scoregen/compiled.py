@@ -26,7 +26,7 @@ def _has_convolutions(module: nn.Module) -> bool:
 class CompiledScore:
     """``score(x, σ)`` whose work runs through ``torch.compile``.
 
-    σ (a float, a 0-d or a ``[B]`` tensor) is turned into a ``[B]`` tensor *before* the
+    σ (a float, a 0-d or a ``[B]`` tensor) is turned into a tensor *before* the
     compiled function sees it: compiled with a Python float, a graph bakes the value in and
     every new σ of a ladder recompiles it (and after 8 levels torch gives up and runs eagerly);
     as a tensor, one graph serves every level. The first call compiles (its wall time is
@@ -36,15 +36,17 @@ class CompiledScore:
     """
 
     def __init__(self, fn: Callable[[Tensor, Tensor], Tensor], *, channels_last: bool = False,
-                 backend="inductor", mode: str | None = None):  # fmt: skip
+                 single_sigma: bool = False, backend="inductor", mode: str | None = None):  # fmt: skip
         self.eager = fn
+        self.single_sigma = single_sigma
         self.channels_last = channels_last
         self.compiled = torch.compile(fn, backend=backend, mode=mode)
         self.compile_seconds: float | None = None
         self.fallback: str | None = None
 
     def __call__(self, x: Tensor, sigma) -> Tensor:
-        sigma = sigma_batch(sigma, x)
+        # a scoregen denoiser takes one σ as [1] (and embeds it once); other scores want [B]
+        sigma = sigma_batch(sigma, x, keep_single=self.single_sigma)
         if self.channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.fallback is not None:
@@ -107,7 +109,8 @@ def compile_score(
             s = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
             return (denoiser(x, sigma) - x) / s**2
 
-        return CompiledScore(tweedie, channels_last=bool(channels_last), backend=backend, mode=mode)  # fmt: skip
+        return CompiledScore(tweedie, channels_last=bool(channels_last), single_sigma=True,
+                             backend=backend, mode=mode)  # fmt: skip
     if not callable(score_or_model):
         raise TypeError(
             "compile_score needs a ScoreModel, a denoiser module or a score(x, sigma), got "

@@ -60,7 +60,8 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.fixed_sigma = None if fixed_sigma is None else float(fixed_sigma)
 
-    def _sigma_batch(self, sigma, x: Tensor) -> Tensor:
+    def _sigma_levels(self, sigma, x: Tensor) -> Tensor:
+        """σ as a ``[B]`` tensor, or ``[1]`` when one σ serves the whole batch."""
         if sigma is None:
             if self.fixed_sigma is None:
                 raise ValueError(
@@ -79,10 +80,12 @@ class Denoiser(nn.Module):
                         f"this denoiser was trained at the single noise level "
                         f"sigma={self.fixed_sigma:g}; it cannot be used at sigma={value:g}"
                     )
-        return sigma_batch(sigma, x)
+        # One σ for the batch stays one number, [1]: the net then embeds it once and every
+        # preconditioning factor broadcasts (no per-example copies, no device synchronisation).
+        return sigma_batch(sigma, x, keep_single=True)
 
     def forward(self, x: Tensor, sigma=None) -> Tensor:
-        sigma = self._sigma_batch(sigma, x)
+        sigma = self._sigma_levels(sigma, x)
         c_noise = sigma.log() / 4
         if self.precond == "none":
             return self.net(x, c_noise)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLPConfig", "MLP", "sinusoidal_embedding"]
+__all__ = ["MLPConfig", "MLP", "embedding_levels", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(c_noise: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -18,6 +18,29 @@ def sinusoidal_embedding(c_noise: Tensor, dim: int, max_period: float = 10_000.0
     angles = c_noise.float()[:, None] * freqs[None] * 1000.0
     emb = torch.cat([angles.sin(), angles.cos()], dim=1)
     return emb if dim % 2 == 0 else torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)
+
+
+def embedding_levels(c_noise: Tensor) -> Tensor:
+    """The noise levels a batch's σ embedding has to be computed for: ``c_noise[:1]`` when
+    all ``B`` examples share one level (a sampler's call), which broadcasts against the
+    batch, so the embedding and its per-layer projections are computed once; else ``c_noise``.
+
+    Only the one-level case is looked for: sorting out repeated levels (``torch.unique``)
+    cost a training batch of distinct levels more than it saved a batch of ten repeated ones
+    (experiments/bench/cpu.py). Reading the values costs a device synchronisation, so only
+    CPU tensors outside ``torch.compile`` are read (elsewhere a caller with one σ passes
+    ``[1]``, as :class:`~scoregen.models.Denoiser` does), and never a ``c_noise`` that
+    carries gradients (each example keeps its own).
+    """
+    if (
+        c_noise.shape[0] <= 1
+        or c_noise.device.type != "cpu"
+        or c_noise.requires_grad
+        or torch.compiler.is_compiling()
+        or not bool((c_noise == c_noise[0]).all())
+    ):
+        return c_noise
+    return c_noise[:1]
 
 
 @dataclass
@@ -69,7 +92,9 @@ class MLP(nn.Module):
         if self.embeds is not None:
             if c_noise is None:
                 raise ValueError("c_noise is required: this MLP is conditioned on the noise level")
-            emb = sinusoidal_embedding(c_noise, self.config.embed_dim).to(h.dtype)
+            # [1, embed_dim] for a batch at one σ: each layer's projection then broadcasts
+            levels = embedding_levels(c_noise.reshape(-1))
+            emb = sinusoidal_embedding(levels, self.config.embed_dim).to(h.dtype)
         for i, layer in enumerate(self.layers):
             h = layer(h)
             if emb is not None:
