@@ -101,3 +101,23 @@ def test_image_families_embed_one_sigma_once_with_the_same_output(family, config
         for given in (per_example.detach()[:1], per_example.detach()):
             err = (net(x, given) - expected).abs().max().item()
             assert err <= bound, f"{family}: one σ once vs per example: {err:.3g} > {bound:.3g}"
+
+
+def test_the_mlp_keeps_a_levels_projections_and_never_serves_stale_ones():
+    from scoregen.models import Denoiser, build_net
+
+    torch.manual_seed(0)
+    denoiser = Denoiser(build_net("mlp", shape=(2,), hidden=[16, 16], embed_dim=8)).eval()
+    x = torch.randn(32, 2)
+    with torch.no_grad():
+        first = denoiser(x, 0.7)
+        assert len(denoiser.net._projection_cache) == 1
+        assert torch.equal(denoiser(x, 0.7), first)  # served from the cache
+        denoiser.net.embeds[0].weight.mul_(3.0)  # new weights: the cache must not answer
+        changed = denoiser(x, 0.7)
+        denoiser.net._projection_cache.clear()
+        assert torch.equal(changed, denoiser(x, 0.7)) and not torch.equal(changed, first)
+    with torch.enable_grad():  # training never uses the cache
+        denoiser.net._projection_cache.clear()
+        denoiser(x, 0.7).sum().backward()
+        assert not denoiser.net._projection_cache

@@ -15,6 +15,15 @@ Sections (``--section``, repeatable; default all):
   batch at one σ (a sampler's call), at ten levels (a ladder batch) and at distinct levels
   (a training batch), against its previous forward pass that embedded every example
   (experiments/bench/_embedding_reference.py).
+* ``compile``: one annealed Langevin level with the eager score against the
+  :func:`scoregen.compiled.compile_score` one (σ a tensor, one graph for every level), for the
+  3 × 128 MLP at ``--batch`` chains and the digits U-Net at 64 and 512: ms per step, the
+  compile time and the break-even number of steps. Not in ``--quick`` (compiling takes tens
+  of seconds).
+* ``startup``: fresh processes importing torch, importing scoregen, and answering
+  ``scoregen --help`` (which imports no torch).
+* ``readme``: the sampling time the README's first command prints, for this checkout and,
+  with ``--baseline DIR``, for another commit's checkout, in alternating fresh processes.
 
 Every section times its contenders in interleaved trials (``_timing.interleaved``: a fresh
 random order every round, so a burst of load from other processes hits all alike), prints
@@ -33,6 +42,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -239,10 +249,143 @@ def embedding_section(args) -> list[str]:
     return embedding_report(embedding_rows(args.batch, 4 * args.repeats, args.device))
 
 
+def compile_rows(batches: dict[str, list[int]], steps: int, repeats: int) -> list[dict]:
+    """Per-step time of an annealed Langevin level, eager score vs compiled score
+    (:func:`scoregen.compiled.compile_score`), the compile time, and the break-even number of
+    steps (compile time / time saved per step), for the MLP and the digits U-Net."""
+    from scoregen import annealed_langevin
+    from scoregen.builtins import load_model
+    from scoregen.compiled import compile_score
+    from scoregen.models import Denoiser, build_net
+
+    models = {
+        "mlp": lambda: Denoiser(build_net("mlp", shape=(2,))).eval().requires_grad_(False),
+        "digits unet": lambda: load_model("builtin:digits-dae").denoiser,
+    }
+    rows = []
+    for name, sizes in batches.items():
+        for batch in sizes:
+            denoiser = models[name]()
+            shape = (batch, 2) if name == "mlp" else (batch, 1, 8, 8)
+            x0 = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+            eager_score = lambda x, s, d=denoiser: (d(x, s) - x) / s**2  # noqa: E731
+            compiled = compile_score(denoiser, batch_size=batch)
+            with torch.no_grad():
+                compiled(x0, 1.0)  # compiles
+            if compiled.fallback is not None:
+                rows.append({"model": name, "batch": batch, "note": compiled.fallback})
+                continue
+            ladder = [2.0, 1.0]  # two levels: the second runs on the first's graph
+
+            def level(score, x0=x0, ladder=ladder):
+                return lambda: annealed_langevin(score, x0, ladder, n_steps_each=steps,
+                                                 progress=False, final_denoise=False,
+                                                 generator=torch.Generator().manual_seed(1))  # fmt: skip
+
+            best, _, _ = _contest({"eager": level(eager_score), "compiled": level(compiled)}, repeats, torch.device("cpu"))  # fmt: skip
+            per_eager = best["eager"] / (2 * steps)
+            per_compiled = best["compiled"] / (2 * steps)
+            saved = per_eager - per_compiled
+            rows.append({
+                "model": name, "batch": batch, "eager_ms": 1e3 * per_eager,
+                "compiled_ms": 1e3 * per_compiled, "ratio": per_eager / per_compiled,
+                "compile_s": compiled.compile_seconds,
+                "break_even": compiled.compile_seconds / saved if saved > 0 else float("inf"),
+                "channels_last": compiled.channels_last,
+            })  # fmt: skip
+    return rows
+
+
+def compile_section(args) -> list[str]:
+    batches = {"mlp": [args.batch], "digits unet": [64, 512]}
+    rows = compile_rows(batches, 10 if args.quick else 50, args.repeats)
+    lines = ["== compile: one annealed level, eager score vs torch.compile'd (σ a tensor) =="]
+    good = [r for r in rows if "note" not in r]
+    lines += _table(good, [("model", "model", "s"), ("batch", "batch", "d"),
+                           ("eager_ms", "eager ms/step", ".3f"),
+                           ("compiled_ms", "compiled ms/step", ".3f"),
+                           ("ratio", "eager/compiled", ".2f"), ("compile_s", "compile s", ".1f"),
+                           ("break_even", "break-even steps", ".0f")])  # fmt: skip
+    lines += [f"{r['model']} batch {r['batch']}: compile failed ({r['note']})" for r in rows if "note" in r]  # fmt: skip
+    lines.append("(channels_last from 256 chains for convolutional models: "
+                 + ", ".join(f"{r['model']} {r['batch']}: {r['channels_last']}" for r in good) + ")")  # fmt: skip
+    return lines
+
+
+def _wall(command: list[str], env: dict | None = None) -> float:
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    return time.perf_counter() - start
+
+
+def startup_section(args) -> list[str]:
+    """Wall time of starting the command line (``scoregen --help``), importing scoregen and
+    importing torch (the floor of any command that computes), in fresh processes."""
+    import shutil
+
+    python = sys.executable
+    script = shutil.which("scoregen") or str(Path(python).parent / "scoregen")
+    commands = {
+        "python -c 'import torch'": [python, "-c", "import torch"],
+        "python -c 'import scoregen'": [python, "-c", "import scoregen"],
+        "python -m scoregen --help": [python, "-m", "scoregen", "--help"],
+    }
+    if Path(script).exists():
+        commands["scoregen --help"] = [script, "--help"]
+    times, _ = interleaved(commands, lambda name: (_wall(commands[name]), None), args.repeats, seed=0)  # fmt: skip
+    lines = ["== startup: fresh processes (best and median of the trials) =="]
+    rows = [{"command": name, "best": min(t), "median": statistics.median(t)} for name, t in times.items()]  # fmt: skip
+    lines += _table(rows, [("command", "command", "s"), ("best", "best s", ".3f"), ("median", "median s", ".3f")])  # fmt: skip
+    return lines
+
+
+README_COMMAND = ["sample", "--ckpt", "builtin:ncsn2d-dae", "--steps", "5000"]
+
+
+def readme_section(args) -> list[str]:
+    """The sampling time the README's first command prints, in fresh processes, for this
+    checkout and (with ``--baseline DIR``, a checkout of another commit) for that one, in
+    interleaved trials."""
+    import re
+    import subprocess
+    import tempfile
+
+    here = str(Path(__file__).resolve().parents[2])
+    checkouts = {"this checkout": here}
+    if args.baseline:
+        checkouts["baseline " + args.baseline] = args.baseline
+
+    def trial(name):
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "PYTHONPATH": checkouts[name]}
+            out = subprocess.run([sys.executable, "-m", "scoregen", *README_COMMAND, "--plot",
+                                  "s.png"], cwd=folder, env=env, capture_output=True, text=True,
+                                 check=True)  # fmt: skip
+        return float(re.search(r" in ([\d.]+) s on", out.stdout).group(1)), None
+
+    times, _ = interleaved(checkouts, trial, args.repeats, seed=0)
+    rows = [{"checkout": n, "best": min(t), "median": statistics.median(t)} for n, t in times.items()]  # fmt: skip
+    lines = [f"== readme: the sampling time `scoregen {' '.join(README_COMMAND)}` prints =="]
+    lines += _table(rows, [("checkout", "checkout", "s"), ("best", "best s", ".2f"), ("median", "median s", ".2f")])  # fmt: skip
+    if args.baseline:
+        base = times["baseline " + args.baseline]
+        lines.append(f"baseline / this checkout: {min(base) / min(times['this checkout']):.2f} (best), "
+                     f"{statistics.median(base) / statistics.median(times['this checkout']):.2f} (median)")  # fmt: skip
+    return lines
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "oracle": oracle_section,
     "sigma_embedding": embedding_section,
+    "compile": compile_section,
+    "startup": startup_section,
+    "readme": readme_section,
 }
+# --quick leaves out the sections whose floor is a compile of tens of seconds
+QUICK_SECTIONS = ("oracle", "sigma_embedding", "startup")  # readme and compile: tens of s
 
 
 def _int_list(text: str) -> list[int]:
@@ -268,6 +411,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="trials per contender (large)")
     parser.add_argument(
+        "--baseline",
+        default=None,
+        help="readme: a checkout of another commit to time beside this one "
+        "(git worktree add /tmp/base <commit>)",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="20k particles, 2k batch, 2 trials: seconds"
     )
     args = parser.parse_args(argv)
@@ -285,7 +434,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"scoregen CPU benchmarks, {now}")
     print(f"machine: {machine()}")
     print(f"command: python -m experiments.bench.cpu {' '.join(argv)}".rstrip())
-    for name in args.section or list(SECTIONS):
+    for name in args.section or (QUICK_SECTIONS if args.quick else list(SECTIONS)):
         print()
         print("\n".join(SECTIONS[name](args)), flush=True)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 
+import torch
 from torch import Tensor, nn
 
 from scoregen._util import append_dims, sigma_batch
@@ -85,6 +87,8 @@ class Denoiser(nn.Module):
         return sigma_batch(sigma, x, keep_single=True)
 
     def forward(self, x: Tensor, sigma=None) -> Tensor:
+        if isinstance(sigma, numbers.Real) and self.fixed_sigma is None:
+            return self._forward_one_level(x, float(sigma))
         sigma = self._sigma_levels(sigma, x)
         c_noise = sigma.log() / 4
         if self.precond == "none":
@@ -95,6 +99,23 @@ class Denoiser(nn.Module):
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1 / (s**2 + sd2).sqrt()
         return c_skip * x + c_out * self.net(c_in * x, c_noise)
+
+    def _forward_one_level(self, x: Tensor, sigma: float) -> Tensor:
+        """The same for one σ given as a number (every sampler's call): the preconditioning
+        factors are numbers, so a step costs the network and two fused element-wise ops
+        instead of a dozen tensor operations on [1]-shaped factors."""
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+        c_noise = torch.full((1,), math.log(sigma) / 4, device=x.device, dtype=x.dtype)
+        if self.precond == "none":
+            return self.net(x, c_noise)
+        sd2 = self.sigma_data**2
+        norm = math.sqrt(sigma**2 + sd2)
+        c_skip, c_out, c_in = sd2 / (sigma**2 + sd2), sigma * self.sigma_data / norm, 1 / norm
+        out = self.net(x * c_in, c_noise)
+        if torch.is_grad_enabled() and (out.requires_grad or x.requires_grad):
+            return c_skip * x + c_out * out
+        return out.mul_(c_out).add_(x, alpha=c_skip)
 
     def extra_repr(self) -> str:
         return f"precond={self.precond!r}, sigma_data={self.sigma_data:g}, fixed_sigma={self.fixed_sigma}"

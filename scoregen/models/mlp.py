@@ -43,6 +43,9 @@ def embedding_levels(c_noise: Tensor) -> Tensor:
     return c_noise[:1]
 
 
+_PROJECTION_CACHE_SIZE = 64  # levels: a ladder's worth
+
+
 @dataclass
 class MLPConfig:
     """Constructor arguments of :class:`MLP` (stored in checkpoints to rebuild it)."""
@@ -85,20 +88,48 @@ class MLP(nn.Module):
         )
         self.act = _ACTIVATIONS[config.activation]()
         self.out = nn.Linear(widths[-1], dim)
+        self._projection_cache: dict = {}
+
+    def _projections(self, levels: Tensor, dtype: torch.dtype) -> list[Tensor]:
+        """Each hidden layer's projection of the σ embedding (``[1 or B, width]``).
+
+        A sampler calls the network hundreds of times at one level: for one level on the CPU
+        without gradients the projections are computed once and kept, keyed by the level, the
+        dtype and the projection weights' storage and version (so loading or training new
+        weights is never served a stale entry), in a small cache of recent levels.
+        """
+        cacheable = (
+            levels.shape[0] == 1
+            and levels.device.type == "cpu"
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
+        if cacheable:
+            weights = tuple((p.data_ptr(), p._version) for p in self.embeds.parameters())
+            key = (float(levels[0]), dtype, weights)
+            cached = self._projection_cache.get(key)
+            if cached is not None:
+                return cached
+        emb = sinusoidal_embedding(levels, self.config.embed_dim).to(dtype)
+        projections = [embed(emb) for embed in self.embeds]
+        if cacheable:
+            if len(self._projection_cache) >= _PROJECTION_CACHE_SIZE:
+                self._projection_cache.pop(next(iter(self._projection_cache)))
+            self._projection_cache[key] = projections
+        return projections
 
     def forward(self, x: Tensor, c_noise: Tensor | None = None) -> Tensor:
         h = x.reshape(x.shape[0], -1)
-        emb = None
+        projections = None
         if self.embeds is not None:
             if c_noise is None:
                 raise ValueError("c_noise is required: this MLP is conditioned on the noise level")
             # [1, embed_dim] for a batch at one σ: each layer's projection then broadcasts
-            levels = embedding_levels(c_noise.reshape(-1))
-            emb = sinusoidal_embedding(levels, self.config.embed_dim).to(h.dtype)
+            projections = self._projections(embedding_levels(c_noise.reshape(-1)), h.dtype)
         for i, layer in enumerate(self.layers):
             h = layer(h)
-            if emb is not None:
-                h = h + self.embeds[i](emb)
+            if projections is not None:
+                h = h + projections[i]
             h = self.act(h)
         h = self.out(h)
         if self.config.output == "sigmoid":
