@@ -79,8 +79,8 @@ def langevin(
         x ← x + ε s(x, σ) + sqrt(2 ε T) z,    z ~ N(0, I)
 
     At temperature ``T = 1`` the chain targets ``p_σ`` (up to an O(ε) discretisation bias);
-    at ``T`` it targets ``p_σ^(1/T)`` normalised. ``temperature=0.5`` is exactly the loop of
-    seeds/001, whose noise term is ``sqrt(ε) z``: it samples ``p_σ²`` normalised, which is
+    at ``T`` it targets ``p_σ^(1/T)`` normalised. ``temperature=0.5`` is exactly the loop whose
+    noise term is ``sqrt(ε) z`` (half the variance): it samples ``p_σ²`` normalised, which is
     sharper than ``p_σ``. ``temperature=0`` is gradient ascent on ``log p_σ``.
 
     Args:
