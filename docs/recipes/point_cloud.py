@@ -20,11 +20,11 @@ import torch
 
 from scoregen import (
     TrainConfig,
-    annealed_langevin,
-    geometric_sigmas,
     init_noise,
+    karras_sigmas,
     load_checkpoint,
     plot,
+    probability_flow,
     train,
 )
 from scoregen.data import Dataset, to_data_space
@@ -83,20 +83,16 @@ def main(argv: list[str] | None = None) -> dict:
     )
     result = train(config, data=data)
 
-    # 3. Load the checkpoint as a later script would, and sample with annealed Langevin.
+    # 3. Load the checkpoint as a later script would, and sample: noise at σ_max carried down
+    # to σ_min by the probability-flow ODE (Heun steps on the Karras ladder), then one
+    # Tweedie step. On thin structures such as this spiral's arms it lands closer to the
+    # data than annealed Langevin with a comparable number of score evaluations.
     checkpoint = load_checkpoint(result.checkpoint)
     n = 200 if args.tiny else 4000
     generator = torch.Generator().manual_seed(1)
     start = init_noise((n, 2), sigma_max, generator=generator)
-    sigmas = geometric_sigmas(sigma_max, sigma_min, 10)
-    samples = annealed_langevin(
-        checkpoint.score,
-        start,
-        sigmas,
-        n_steps_each=10 if args.tiny else 200,
-        step_lr=0.1 * sigma_min**2,  # level i steps 0.1 σ_i²
-        generator=generator,
-    )
+    sigmas = karras_sigmas(sigma_max, sigma_min, 8 if args.tiny else 60)
+    samples = probability_flow(checkpoint.score, start, sigmas, solver="heun")
 
     # 4. Back to your units, and a picture next to the data.
     samples = to_data_space(samples, checkpoint.data) + torch.tensor(checkpoint.data["center"])
