@@ -154,6 +154,8 @@ def measure_spread(name: str, out_root: Path, seeds, threads: int) -> dict[str, 
         )
     spread = {}
     for path in runs[0]:
+        if re.search(r"(^|\.)seed$", path):
+            continue  # the seed itself: compared exactly
         values = [run.get(path) for run in runs]
         if all(_is_number(v) for v in values):
             mean = sum(values) / len(values)
