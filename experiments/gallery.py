@@ -202,6 +202,9 @@ def render(entries: dict[str, dict]) -> str:
         "`python -m experiments.gallery --only NAME`); each experiment also runs on its own as",
         "`scoregen experiment NAME --out DIR` or `python -m experiments.NAME --out DIR`.",
         "Wall times are from the machine that last built the page (a shared 2-core CPU).",
+        "`tests/test_gallery.py` reruns the experiments at the recorded seed and fails when a",
+        "number here differs by more than the seed-to-seed spread allows",
+        "(`python -m experiments.gallery --spread` measures it).",
         "",
     ]
     for name in sorted(entries):
