@@ -4,7 +4,7 @@ Conventions. Toys live in their own coordinates (``normalization`` is the identi
 sets hold pixels in [0, 1] ("data space") and give the model ``x = (pixel - shift) / scale``;
 by default ``model_range=(-1, 1)``, i.e. ``scale = shift = 0.5`` (EDM's ``sigma_data = 0.5``
 fits this range). ``Dataset.record()`` is what a checkpoint stores so that a sampler can map
-its output back to pixels with :func:`to_data_space`. Heavy imports (scikit-learn,
+its output back to pixels with :func:`to_data_space` (:func:`from_data_space` is the way in). Heavy imports (scikit-learn,
 scikit-image, torchvision, PIL) happen inside the loaders.
 """
 
@@ -117,7 +117,7 @@ class Dataset:
         return to_data_space(x, self.record(), clip=clip)
 
     def from_data_space(self, x: Tensor) -> Tensor:
-        """Data (pixel) space -> model space, the inverse of :meth:`to_data_space`."""
+        """Apply the normalisation: data (pixel) space -> model space."""
         return from_data_space(x, self.record())
 
     def record(self) -> dict[str, Any]:
@@ -147,8 +147,12 @@ def to_data_space(x: Tensor, record: dict[str, Any], clip: bool = False) -> Tens
 
 
 def from_data_space(x: Tensor, record: dict[str, Any]) -> Tensor:
-    """Data space -> model space from a data record: ``(x − shift) / scale``, the inverse of
-    :func:`to_data_space` (without its clipping)."""
+    """Data space -> model space from a data record: ``(x - shift) / scale``.
+
+    The inverse of :func:`to_data_space` (without clipping): use it to hand a model data of
+    your own in the units it was trained on, e.g. pixels in [0, 1] to a checkpoint whose
+    record (``load_checkpoint(path).data``) says ``scale = shift = 0.5``.
+    """
     norm = record.get("normalization") or {}
     return (x - norm.get("shift", 0.0)) / norm.get("scale", 1.0)
 

@@ -31,7 +31,7 @@ __all__ = [
 def loss_weight(sigma: Tensor, weighting: str = "none", sigma_data: float = 0.5) -> Tensor:
     """λ(σ), the factor on the per-example denoising MSE ``‖D − x‖²/d``.
 
-    - ``"none"``: λ = 1, the plain MMSE objective of the seeds' DAEs.
+    - ``"none"``: λ = 1, the plain MMSE objective of a DAE.
     - ``"ncsn"``: λ = 1/σ². NCSN weights its score loss by σ²; since ``σ²(s − ∇log q) =
       D − x`` for ``q = N(x, σ²I)``, ``σ²‖s − ∇log q‖² = ‖D − x‖²/σ²``: the same objective.
     - ``"edm"``: λ = (σ² + σ_d²) / (σ σ_d)², EDM's eq. 8, which with its preconditioning gives

@@ -38,7 +38,7 @@ def _where(generator: torch.Generator | None, device) -> torch.device | None:
 
 
 def fixed_sigmas(n: int, sigma: float, *, device=None, dtype=torch.float32) -> Tensor:
-    """``[n]`` copies of one σ (the seeds' single-level DAE)."""
+    """``[n]`` copies of one σ (a single-level DAE)."""
     return torch.full((n,), float(sigma), device=device, dtype=dtype)
 
 

@@ -24,7 +24,7 @@ class Denoiser(nn.Module):
         c_skip = σ_d² / (σ² + σ_d²),  c_out = σ σ_d / sqrt(σ² + σ_d²),
         c_in   = 1 / sqrt(σ² + σ_d²), c_noise = log(σ) / 4
 
-    ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (the seeds' plain DAE).
+    ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (a plain DAE: the net sees σ only through ``c_noise``).
 
     ``precond=None`` takes the net's own choice: the first of its ``preconditionings``
     attribute when it has one (deepinv's DnCNN/DRUNet allow only ``"none"``: they take σ in

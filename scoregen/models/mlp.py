@@ -1,4 +1,4 @@
-"""σ-conditioned MLP for toys and flattened images (the seed DAE's shape as one configuration)."""
+"""σ-conditioned MLP for toys and flattened images (also a fixed-σ MNIST autoencoder)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class MLPConfig:
     hidden: list[int] = field(default_factory=lambda: [128, 128, 128])
     embed_dim: int = 32  # noise-level embedding width; 0 = fixed-σ (ignores c_noise)
     activation: str = "silu"  # silu | elu | relu
-    output: str = "linear"  # linear | sigmoid (the seed DAE ends in a sigmoid for [0, 1] images)
+    output: str = "linear"  # linear | sigmoid (sigmoid keeps outputs in [0, 1], for images)
 
 
 _ACTIVATIONS = {"silu": nn.SiLU, "elu": nn.ELU, "relu": nn.ReLU}
@@ -64,7 +64,7 @@ class MLP(nn.Module):
     """Raw network ``net(x, c_noise)``: flatten, MLP with the σ embedding added per layer, reshape.
 
     ``MLPConfig(shape=(784,), hidden=[128, 64, 10, 64, 128], embed_dim=0, activation="elu",
-    output="sigmoid")`` is the seed's fixed-σ MNIST autoencoder.
+    output="sigmoid")`` is a fixed-σ MNIST autoencoder with a 10-unit bottleneck.
     """
 
     def __init__(self, config: MLPConfig):
