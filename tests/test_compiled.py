@@ -66,18 +66,23 @@ def test_a_failing_compile_falls_back_to_eager_with_one_warning():
     torch.testing.assert_close(second, model.score(x, 0.3))
 
 
-def test_channels_last_is_chosen_by_batch_size_for_convolutional_models():
+def test_channels_last_is_measured_for_convolutional_models_and_changes_no_value():
     model = load_model("builtin:digits-dae")
-    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    small = compile_score(model, batch_size=64, backend=CountingBackend())
-    assert not small.channels_last
-    large = compile_score(load_model("builtin:digits-dae"), batch_size=CHANNELS_LAST_MIN_BATCH,
-                          backend=CountingBackend())  # fmt: skip
-    assert large.channels_last
+    reference = load_model("builtin:digits-dae")
+    x = torch.randn(CHANNELS_LAST_MIN_BATCH, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    score = compile_score(model, backend=CountingBackend())
     with torch.no_grad():
-        torch.testing.assert_close(large(x, 0.3), model.score(x, 0.3), rtol=1e-4, atol=1e-4)
-    points = compile_score(load_model("builtin:ncsn2d-dae"), batch_size=10_000, backend=CountingBackend())  # fmt: skip
-    assert not points.channels_last  # an MLP has no convolutions
+        out = score(x, 0.3)
+        torch.testing.assert_close(out, reference.score(x, 0.3), rtol=1e-4, atol=1e-4)
+    assert set(score.layout_times) == {"contiguous", "channels_last"}
+    faster = min(score.layout_times, key=score.layout_times.get)
+    assert score.channels_last == (faster == "channels_last")
+    small = compile_score(load_model("builtin:digits-dae"), backend=CountingBackend())
+    with torch.no_grad():
+        small(x[:4], 0.3)
+    assert small.channels_last is False and small.layout_times is None  # too few chains
+    points = compile_score(load_model("builtin:ncsn2d-dae"), backend=CountingBackend())
+    assert points.channels_last is False  # an MLP has no convolutions
 
 
 @pytest.mark.slow

@@ -307,7 +307,7 @@ def compile_section(args) -> list[str]:
                            ("ratio", "eager/compiled", ".2f"), ("compile_s", "compile s", ".1f"),
                            ("break_even", "break-even steps", ".0f")])  # fmt: skip
     lines += [f"{r['model']} batch {r['batch']}: compile failed ({r['note']})" for r in rows if "note" in r]  # fmt: skip
-    lines.append("(channels_last from 256 chains for convolutional models: "
+    lines.append("(channels_last, measured at the first call of a convolutional model: "
                  + ", ".join(f"{r['model']} {r['batch']}: {r['channels_last']}" for r in good) + ")")  # fmt: skip
     return lines
 
