@@ -161,14 +161,22 @@ def test_a_toy_without_an_exact_density_is_compared_with_its_held_out_set(tmp_pa
 def _check_defaults(name: str, sampler: str, n: int = 4000) -> None:
     """Each mode's weight within 5 binomial standard errors and each mode's spread within
     12 % of the target's, at the plan's defaults (langevin/mala: spreads only; they converge
-    locally and keep their start's split between modes)."""
+    locally and keep their start's split between modes). A mode's measured spread has the
+    standard error 1/sqrt(2 d m) for m samples in d dimensions (0.04 for 150 samples in 2-D:
+    grid25's 25 modes share 4,000), so each is held to 12 % plus 3.5 of its standard errors,
+    on the modes holding at least 100 samples."""
     model = load_model(name, "cpu")
     plan = plan_sampling(model, n, sampler=sampler)
     run = run_plan(model, plan, progress=False)
     report = report_samples(model.to_data_space(run.samples), model, plan)
     if sampler not in ("langevin", "mala"):
         assert report.worst_weight_z < 5, (name, sampler, report.mode_weights)
-    assert all(abs(r - 1) < 0.12 for r in report.spread_ratios), (name, sampler, report.spread_ratios)  # fmt: skip
+    d = model.shape[0]
+    judged = [(r, m) for r, m in zip(report.spread_ratios, report.spread_counts) if m >= 100]
+    assert judged, (name, sampler, report.spread_counts)
+    for ratio, m in judged:
+        bound = 0.12 + 3.5 / math.sqrt(2 * d * m)
+        assert abs(ratio - 1) < bound, (name, sampler, ratio, m, bound)
 
 
 @pytest.mark.parametrize("sampler", ["pc", "ode", "annealed"])

@@ -66,6 +66,7 @@ class SampleReport:
     true_weights: list[float] | None = None
     worst_weight_z: float | None = None
     spread_ratios: list[float] | None = None
+    spread_counts: list[int] | None = None
 
     def __str__(self) -> str:
         if self.target is None:
@@ -141,7 +142,7 @@ def _mixture_lines(report: SampleReport, x: Tensor, target, generator) -> None:
             ratios.append(found[k] / exact[k])
             counts.append(found_counts[k])
     if ratios:
-        report.spread_ratios = ratios
+        report.spread_ratios, report.spread_counts = ratios, counts
         stderr = 1.0 / math.sqrt(2 * x.shape[1] * min(counts))
         report.lines.append(
             f"within-mode spread / exact: {min(ratios):.3f} to {max(ratios):.3f} over "
