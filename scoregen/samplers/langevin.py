@@ -16,6 +16,7 @@ from scoregen.samplers._common import (
     sigma_list,
     tweedie_step,
 )
+from scoregen.samplers.likelihood import divergence_hint
 
 __all__ = ["langevin", "annealed_langevin"]
 
@@ -120,7 +121,9 @@ def langevin(
         callback=callback,
         progress=progress,
         check_every=check_every,
-        hint=lambda _, eps: f"try a smaller step_size (e.g. step_size={eps / 10:.3g})",
+        hint=lambda s, eps: divergence_hint(
+            score, s, eps, f"try a smaller step_size (e.g. step_size={eps / 10:.3g})"
+        ),
     )
 
 
@@ -175,5 +178,7 @@ def annealed_langevin(
         callback=callback,
         progress=progress,
         check_every=check_every,
-        hint=lambda *_: f"try a smaller step_lr (e.g. step_lr={step_lr / 10:.3g})",
+        hint=lambda s, eps: divergence_hint(
+            score, s, eps, f"try a smaller step_lr (e.g. step_lr={step_lr / 10:.3g})"
+        ),
     )
