@@ -35,7 +35,7 @@ POSTERIOR_SAMPLERS: dict[str, tuple[Any, int, dict[str, Any]]] = {
     "langevin": (
         annealed_posterior_langevin,
         400,
-        {"n_steps_each": 10, "n_steps_last": 10, "step_scale": 1.0, "gamma": 1.0},
+        {"n_steps_each": 10, "step_scale": 1.0, "gamma": 1.0},
     ),
 }
 DEFAULT_POSTERIOR_SAMPLER = "dps"
@@ -93,6 +93,7 @@ def plan_posterior(
     *,
     sigma_max: float | None = None,
     sigma_min: float | None = None,
+    noise_sigma: float | None = None,
     **options: Any,
 ) -> PosteriorPlan:
     """The defaults of :func:`posterior_sample` for ``model`` (a loaded model with
@@ -100,8 +101,11 @@ def plan_posterior(
 
     ``sampler``: one of :data:`POSTERIOR_SAMPLERS` (None: :data:`DEFAULT_POSTERIOR_SAMPLER`);
     ``steps``: network evaluations per sample (None: the sampler's default); the σ ladder is
-    geometric over the model's trained range ``[σ_min, σ_max]`` unless overridden; other
-    options go to the solver (e.g. ``lambda_`` for DiffPIR, ``weight`` for DPS,
+    geometric over the model's trained range ``[σ_min, σ_max]`` unless overridden, except
+    that Langevin stops at ``max(σ_min, noise_sigma / 2)`` when ``noise_sigma`` (σ_n in model
+    units) is given: below the noise level its widened likelihood ``σ_n² + σ²`` no longer
+    changes, and each further level only costs steps of size ``≈ σ²``. Other options go to
+    the solver (e.g. ``lambda_`` for DiffPIR, ``weight`` for DPS,
     ``n_steps_each``/``step_scale``/``gamma`` for Langevin).
     """
     sampler = DEFAULT_POSTERIOR_SAMPLER if sampler is None else sampler
@@ -116,6 +120,8 @@ def plan_posterior(
             "trained at a single noise level"
         )
     low = float(sigma_range[0] if sigma_min is None else sigma_min)
+    if sampler == "langevin" and sigma_min is None and noise_sigma is not None:
+        low = max(low, float(noise_sigma) / 2)
     high = float(sigma_range[1] if sigma_max is None else sigma_max)
     if not (0 < low < high and math.isfinite(high)):
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={low}, sigma_max={high}")
@@ -163,7 +169,7 @@ def posterior_sample(
         physics: acting in data space: a deepinv ``LinearPhysics`` (``Inpainting``, ``Blur``,
             ``Downsampling``, …) or a float matrix ``[m, d]`` on flattened examples.
         n: samples per observation.
-        sampler: ``"diffpir"`` (default), ``"dps"`` or ``"langevin"`` (annealed posterior
+        sampler: ``"dps"`` (default), ``"diffpir"`` or ``"langevin"`` (annealed posterior
             Langevin); steps: network evaluations per sample (see :func:`plan_posterior`).
         seed: seeds the generator of the run (reproducible on one device).
         noise_sigma: σ_n in data units; None reads ``physics.noise_model.sigma``.
@@ -184,8 +190,6 @@ def posterior_sample(
         raise ValueError(f"y must be a floating-point batch [B, ...], got {tuple(y.shape)}")
     device = y.device if device is None else torch.device(device)
     y = y.to(device)
-    if plan is None:
-        plan = plan_posterior(model, sampler, steps, **options)
     scale, shift = _normalization(model)
     likelihood = GaussianLikelihood(y, physics, noise_sigma)
     shape = likelihood.example_shape()
@@ -193,6 +197,10 @@ def posterior_sample(
     if batch > 1:
         likelihood = GaussianLikelihood(likelihood.y.repeat_interleave(n, 0), physics, noise_sigma)
     model_likelihood = likelihood.in_model_space(scale, shift)
+    if plan is None:
+        plan = plan_posterior(
+            model, sampler, steps, noise_sigma=model_likelihood.noise_sigma, **options
+        )
     generator = torch.Generator(device=device).manual_seed(seed)
     x = plan.sigmas[0] * torch.randn(
         (batch * n,) + shape, generator=generator, device=device, dtype=y.dtype
