@@ -257,7 +257,8 @@ def run_deepinv(solver: str, model, y, physics, n_samples: int, seed: int, steps
         with torch.no_grad():
             out = method(repeated, physics)
     elif solver == "DPS":
-        method = dinv.sampling.DPS(denoiser, num_steps=steps, **params)
+        generator = torch.Generator().manual_seed(seed)
+        method = dinv.sampling.DPS(denoiser, num_steps=steps, rng=generator, **params)
         out = method(repeated, physics, seed=seed).float()
     else:
         raise ValueError(f"unknown deepinv solver {solver!r}")
