@@ -524,7 +524,8 @@ def run(
                 x_study,
                 n_samples,
                 seed,
-                **({} if steps is None else {"n_levels": 2, "n_steps_each": steps}),
+                # a reduced budget (tests) keeps enough steps for a bad rule to blow up
+                **({} if steps is None else {"n_levels": 3, "n_steps_each": 10}),
             )
     draw_figure(panels, out_dir / "inverse_problems.png")
     numbers = {

@@ -10,10 +10,14 @@ from scoregen.losses import dae_loss
 
 # --- samplers (scoregen/samplers/) ---
 from scoregen.samplers import (
+    GaussianLikelihood,
     MALAStats,
     SamplerDivergence,
     TrajectoryRecorder,
     annealed_langevin,
+    annealed_posterior_langevin,
+    diffpir,
+    dps,
     geometric_sigmas,
     init_from_data,
     init_noise,
@@ -22,10 +26,15 @@ from scoregen.samplers import (
     langevin,
     linear_sigmas,
     mala,
+    mixture_posterior,
     posterior_score,
     predictor_corrector,
     probability_flow,
 )
+
+# isort: split
+# posterior sampling with a loaded model (the observation and its physics in data space)
+from scoregen.posterior_sampling import PosteriorSamples, posterior_sample
 from scoregen.train import TrainConfig, TrainResult, train
 
 __version__ = "0.1.0"
@@ -59,6 +68,13 @@ __all__ = [
     "init_uniform",
     "init_from_data",
     "posterior_score",
+    "GaussianLikelihood",
+    "annealed_posterior_langevin",
+    "diffpir",
+    "dps",
+    "mixture_posterior",
+    "posterior_sample",
+    "PosteriorSamples",
     "SamplerDivergence",
     "TrajectoryRecorder",
 ]

@@ -70,7 +70,9 @@ class DeepinvDenoiser(deepinv.models.Denoiser):
             raise TypeError(f"sigma must be a number or a tensor, got {type(sigma).__name__}")
         if self.sigma_range is not None:
             low, high = self.sigma_range
-            value = value.clamp(low, high) if isinstance(value, Tensor) else min(max(value, low), high)
+            value = (
+                value.clamp(low, high) if isinstance(value, Tensor) else min(max(value, low), high)
+            )
         return value
 
     def forward(self, x: Tensor, sigma, **kwargs) -> Tensor:

@@ -70,8 +70,9 @@ def test_likelihood_of_deepinv_physics_matches_its_dense_matrix(name):
 def test_which_deepinv_physics_use_a_closed_form_solve():
     cases = physics_cases()
     closed = {
-        name: GaussianLikelihood(p.A(torch.zeros((1,) + SHAPE, dtype=F64)), p, 0.1)
-        .operator.closed_form
+        name: GaussianLikelihood(
+            p.A(torch.zeros((1,) + SHAPE, dtype=F64)), p, 0.1
+        ).operator.closed_form
         for name, p in cases.items()
     }
     assert closed == {

@@ -129,9 +129,9 @@ def test_annealed_posterior_langevin_matches_its_exact_chain_law_on_a_gaussian(g
         step_scale=step_scale,
         gamma=gamma,
         generator=g,
-        callback=lambda info: before_denoise.append(info["x"])
-        if info.get("phase") != "denoise"
-        else None,
+        callback=lambda info: (
+            before_denoise.append(info["x"]) if info.get("phase") != "denoise" else None
+        ),
     )
     for name, samples, m, c in (
         ("last level", before_denoise[-1], mean, cov),
@@ -335,7 +335,12 @@ def test_posterior_sample_maps_data_space_observations_into_the_model_and_back()
     assert result.samples.shape == (1, 20_000, 4) and result.mean.shape == (1, 4)
     sigmas = [scale * v for v in result.plan.sigmas]
     mean, cov = ancestral_law(
-        scale * prior.means[0] + shift, (scale * s) ** 2, matrix, y, noise_sigma, sigmas,
+        scale * prior.means[0] + shift,
+        (scale * s) ** 2,
+        matrix,
+        y,
+        noise_sigma,
+        sigmas,
         sigmas[0] ** 2,
     )
     mean_z, cov_z = moments_z(result.samples[0], mean, cov)
@@ -352,7 +357,9 @@ def test_posterior_sample_runs_every_sampler_on_a_batch_of_observations():
         assert result.samples.shape == (3, 5, 4) and torch.isfinite(result.samples).all()
         assert result.std.shape == (3, 4) and result.plan.sampler == sampler
     again = posterior_sample(model, y, matrix, 5, steps=20, noise_sigma=0.4, seed=0)
-    assert torch.equal(again.samples, posterior_sample(model, y, matrix, 5, steps=20, noise_sigma=0.4).samples)
+    assert torch.equal(
+        again.samples, posterior_sample(model, y, matrix, 5, steps=20, noise_sigma=0.4).samples
+    )
 
 
 def test_plan_posterior_defaults_and_errors():
