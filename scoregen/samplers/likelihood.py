@@ -340,6 +340,8 @@ class GaussianLikelihood:
         c = _per_chain(c, b)
         if isinstance(c, Tensor) and c.ndim > 0:
             c = c.reshape(-1)
+        elif not isinstance(c, Tensor) and c == 0:
+            return b
         return self.operator.solve(b, c)
 
     # ------------------------------------------------------------------ coordinates
