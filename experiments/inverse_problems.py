@@ -531,9 +531,11 @@ def run(
 ) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    n_images = n_images or ({"digits": 64, "patches": 24} if full else {"digits": 16, "patches": 8})
+    n_images = n_images or ({"digits": 96, "patches": 24} if full else {"digits": 32, "patches": 8})
     n_val = (4 if full else 2) if n_val is None else n_val
-    n_samples = (16 if full else 8) if n_samples is None else n_samples
+    # The mean of n exact posterior samples has an excess MSE of (posterior variance)/n over
+    # the exact posterior mean, 10 log10(1 + 1/n) dB: 0.51 dB at n = 8, 0.26 dB at n = 16.
+    n_samples = 16 if n_samples is None else n_samples
     study_images = (16 if full else 4) if study_images is None else study_images
     start = time.perf_counter()
     table: dict[str, dict] = {}
