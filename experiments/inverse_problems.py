@@ -30,8 +30,8 @@ Per method and problem: PSNR and SSIM (scikit-image, 7×7 window) of the posteri
 of one sample, averaged over images; calibration, the fraction of pixels whose posterior mean
 is within 2 posterior standard deviations of the truth (about 0.95 if the spread is right);
 seconds per image. Also three studies: DPS against its simpler variants (``dps_ablation``:
-the isotropic error variance, the ``"gaussian"`` guidance; digits, and patches with
-``--full``), and on the digits the default solver across σ_n ∈ {0.01, 0.05, 0.2}
+the ancestral ζ, the isotropic error variance, the ``"gaussian"`` guidance; digits, and
+patches with ``--full``), and on the digits the default solver across σ_n ∈ {0.01, 0.05, 0.2}
 (``noise_levels``) and annealed posterior Langevin under four step rules
 (``langevin_step_rules``): NCSN's steps on the exact likelihood (what a user gets from
 ``annealed_langevin(posterior_score(...))``), (a) the likelihood's variance widened by σ²
@@ -429,15 +429,21 @@ def step_rule_study(
 
 
 def dps_ablation(model, x_test, n_samples, seed, steps=None) -> list:
-    """The default DPS against its two simpler variants on every problem (σ_n = 0.05): the
-    isotropic error variance ``σ²σ_d²/(σ² + σ_d²)`` instead of the probed one, and the
-    ``"gaussian"`` guidance (``A Aᵀ`` replaced by I) with it."""
+    """The default DPS against its simpler variants on every problem (σ_n = 0.05): the
+    ancestral ζ (the solver's exact default) instead of ζ = 0.2, then the isotropic error
+    variance ``σ²σ_d²/(σ² + σ_d²)`` instead of the probed one, then the ``"gaussian"``
+    guidance (``A Aᵀ`` replaced by I)."""
     from scoregen.metrics import psnr
 
     variants = {
-        "pigdm, probed r² (default)": {},
-        "pigdm, isotropic r²": {"error_variance": "isotropic"},
-        "gaussian, isotropic r²": {"guidance": "gaussian", "error_variance": "isotropic"},
+        "pigdm, probed r², ζ = 0.2 (default)": {},
+        "pigdm, probed r², ancestral ζ": {"zeta": None},
+        "pigdm, isotropic r², ancestral ζ": {"error_variance": "isotropic", "zeta": None},
+        "gaussian, isotropic r², ancestral ζ": {
+            "guidance": "gaussian",
+            "error_variance": "isotropic",
+            "zeta": None,
+        },
     }
     out = []
     for problem in PROBLEMS:

@@ -330,7 +330,15 @@ def test_posterior_sample_maps_data_space_observations_into_the_model_and_back()
     y = x_data @ matrix.T + noise_sigma * torch.randn(1, 3, generator=g, dtype=F64)
     model = mixture_model(prior, scale, shift, sigma_data=s)
     result = posterior_sample(
-        model, y, matrix, 20_000, sampler="dps", steps=60, seed=3, noise_sigma=noise_sigma
+        model,
+        y,
+        matrix,
+        20_000,
+        sampler="dps",
+        steps=60,
+        seed=3,
+        noise_sigma=noise_sigma,
+        zeta=None,  # the ancestral step, whose law is known (the plan's default is ζ = 0.2)
     )
     assert result.samples.shape == (1, 20_000, 4) and result.mean.shape == (1, 4)
     sigmas = [scale * v for v in result.plan.sigmas]
