@@ -5,8 +5,8 @@ Priors: the shipped ``builtin:digits-dae`` (8×8 digits) and a U-Net trained by
 ``scoregen.train`` on 16×16 patches of scikit-image's photographs (``scoregen.data.image_patches``;
 the test photograph, ``chelsea``, is never trained on). The patch prior ships as
 ``experiments/assets/patches16-unet.safetensors``; :func:`build_patch_prior` rebuilds it
-(3,000 steps, about 5 CPU minutes on an idle core). Observations ``y = A x + σ_n n`` in pixel
-units, σ_n = 0.05:
+(3,000 steps of batch 64: a few minutes on an idle CPU core, 16 on a busy one).
+Observations ``y = A x + σ_n n`` in pixel units, σ_n = 0.05:
 
 * inpainting: deepinv ``Inpainting``, a random half of the pixels kept (one mask per problem);
 * deblurring: deepinv ``Blur``, Gaussian kernel of std 1 pixel, circular padding;
