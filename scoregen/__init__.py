@@ -49,12 +49,20 @@ _EXPORTS: dict[str, str] = {
     "init_uniform": "scoregen.samplers",
     "init_from_data": "scoregen.samplers",
     "posterior_score": "scoregen.samplers",
+    "GaussianLikelihood": "scoregen.samplers",
+    "annealed_posterior_langevin": "scoregen.samplers",
+    "diffpir": "scoregen.samplers",
+    "dps": "scoregen.samplers",
+    "mixture_posterior": "scoregen.samplers",
     "SamplerDivergence": "scoregen.samplers",
     "TrajectoryRecorder": "scoregen.samplers",
     # the sampling layer: what `scoregen sample` draws, from a script
     "sample": "scoregen.sampling",
     "plan_sampling": "scoregen.sampling",
     "SamplingPlan": "scoregen.sampling",
+    # posterior sampling for inverse problems: the same layer with a likelihood added
+    "posterior_sample": "scoregen.sampling",
+    "PosteriorSamples": "scoregen.sampling",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -57,6 +57,7 @@ SLOW = (
     "score_fields",  # trains an MLP (~25 s)
     "score_matching",  # trains three MLPs (~45 s)
     "compare_architectures",  # trains six families on two datasets (~55 s)
+    "inverse_problems",  # 6 problems x 7 solvers, 16 samples each (~5-15 min)
 )
 REGENERATE = "python -m experiments.gallery --only {name}"
 

@@ -19,6 +19,7 @@ from scoregen.samplers._common import (
     split_final_zero,
     tweedie_step,
 )
+from scoregen.samplers.likelihood import divergence_hint
 
 __all__ = ["langevin", "annealed_langevin"]
 
@@ -134,7 +135,9 @@ def langevin(
         callback=callback,
         progress=progress,
         check_every=check_every,
-        hint=lambda _, eps: f"try a smaller step_size (e.g. step_size={eps / 10:.3g})",
+        hint=lambda s, eps: divergence_hint(
+            score, s, eps, f"try a smaller step_size (e.g. step_size={eps / 10:.3g})"
+        ),
     )
 
 
@@ -221,6 +224,6 @@ def annealed_langevin(
         callback=callback,
         progress=progress,
         check_every=check_every,
-        hint=lambda *_: hint_text,
+        hint=lambda s, eps: divergence_hint(score, s, eps, hint_text),
         step_scale=scale if step_lr is None and adaptive else None,
     )

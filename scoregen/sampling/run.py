@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from scoregen.sampling.plan import SamplingPlan, plan_sampling
 
-__all__ = ["SampleRun", "held_out_examples", "run_plan", "sample"]
+__all__ = ["SampleRun", "data_start", "held_out_examples", "run_plan", "sample"]
 
 
 @dataclass
@@ -62,6 +63,22 @@ def _per_entry(values, shape: tuple[int, ...], device, dtype) -> Tensor:
     return t.reshape((len(values),) + (1,) * (len(shape) - 1))
 
 
+def _gaussian(mean, std, shape: tuple[int, ...], generator, dtype) -> Tensor:
+    """``mean + std · z`` with one mean and std per channel (images) or coordinate (points)."""
+    device, example = generator.device, tuple(shape[1:])
+    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    return _per_entry(mean, example, device, dtype) + _per_entry(std, example, device, dtype) * noise
+
+
+def data_start(model, shape: tuple[int, ...], sigma: float, generator, dtype=torch.float32) -> Tensor:
+    """Chains ``shape = (n, *example)`` around where the data lies: the data's mean plus noise
+    of variance ``σ² + s²`` per channel or coordinate, with the data's mean and std ``s`` that
+    the checkpoint recorded (``model.data_stats``): the mean and variance of ``p_σ``."""
+    mean, std, _ = model.data_stats
+    spread = [math.sqrt(s**2 + sigma**2) for s in std.tolist()]
+    return _gaussian(mean.tolist(), spread, shape, generator, dtype)
+
+
 def _start(model, plan: SamplingPlan, n: int, generator, examples: Tensor | None) -> Tensor:
     device, dtype = generator.device, torch.float32
     shape = (n, *plan.shape)
@@ -72,16 +89,16 @@ def _start(model, plan: SamplingPlan, n: int, generator, examples: Tensor | None
     if plan.init == "uniform":
         low, high = plan.uniform_range
         return low + (high - low) * torch.rand(shape, generator=generator, device=device, dtype=dtype)  # fmt: skip
-    noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
     if plan.start_cov is not None:  # points: the data's covariance + σ²I, by its Cholesky factor
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
         chol = torch.linalg.cholesky(torch.tensor(plan.start_cov, dtype=torch.float64))
         mean = torch.tensor(plan.start_mean, device=device, dtype=dtype)
         return mean + noise @ chol.T.to(device=device, dtype=dtype)
-    std = _per_entry(plan.start_std, plan.shape, device, dtype)
     if plan.init == "data":
+        start = _gaussian([0.0] * len(plan.start_std), plan.start_std, shape, generator, dtype)
         index = torch.randint(examples.shape[0], (n,), generator=generator, device=device)
-        return examples.to(device=device, dtype=dtype)[index] + std * noise
-    return _per_entry(plan.start_mean, plan.shape, device, dtype) + std * noise
+        return examples.to(device=device, dtype=dtype)[index] + start
+    return _gaussian(plan.start_mean, plan.start_std, shape, generator, dtype)
 
 
 def run_plan(
