@@ -8,8 +8,10 @@ An experiment is a module ``experiments/NAME.py`` with a docstring and::
         main(run, __doc__)
 
 ``run`` writes its figures and ``NAME.json`` (the numbers it returns) into ``out_dir``.
-``python -m experiments.NAME --out DIR [--full] [--seed N]`` runs it from the shell;
-:func:`list_experiments` and :func:`load_experiment` find it for the ``scoregen`` command.
+``python -m experiments.NAME --out DIR [--full] [--seed N]`` runs it from the shell and prints
+:func:`summarize` of the numbers (``--json`` prints them whole); :func:`list_experiments`,
+:func:`load_experiment` and :func:`describe` find and name it for the ``scoregen`` command.
+A module may define its own ``summarize(numbers) -> str``; :func:`summarize` then uses it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import importlib
 import json
 import math
 import pkgutil
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -35,6 +38,8 @@ from scoregen._io import atomic_write
 
 __all__ = [
     "main",
+    "summarize",
+    "describe",
     "write_json",
     "save_figure",
     "to_jsonable",
@@ -107,9 +112,11 @@ def main(
     *,
     threads: int | None = 1,
 ) -> dict:
-    """Parse ``--out DIR`` (default ``out/NAME``), ``--full``, ``--seed``, ``--threads``; call
-    ``run``; print the numbers it returns as JSON, then where the files went and how long it took.
+    """Parse ``--out DIR`` (default ``out/NAME``), ``--full``, ``--seed``, ``--threads``,
+    ``--json``; call ``run``; print :func:`summarize` of the numbers it returns (or, with
+    ``--json``, the numbers whole), then where the files went and how long it took.
 
+    The numbers are always in ``DIR/NAME.json`` (written here if ``run`` did not).
     ``threads`` is the default of ``--threads`` (torch's intra-op threads; None leaves torch's
     choice). One suits the toy experiments: their tensors are small, and a second thread
     only adds waiting, badly so when other processes share the cores.
@@ -132,15 +139,135 @@ def main(
         default=threads,
         help="torch CPU threads (default: %(default)s)",
     )
+    parser.add_argument(
+        "--json", action="store_true", help="print the numbers as JSON instead of a summary"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     numbers = run(out_dir=args.out, full=args.full, seed=args.seed)
     elapsed = time.perf_counter() - start
-    print(json.dumps(to_jsonable(numbers), indent=2))
-    print(f"[{name}] wrote {args.out}/ in {elapsed:.1f} s", file=sys.stderr)
+    json_path = Path(args.out) / f"{name}.json"
+    if not json_path.exists():
+        write_json(args.out, name, numbers)
+    if args.json:
+        print(json.dumps(to_jsonable(numbers), indent=2))
+    else:
+        print(summarize(numbers, name))
+    print(f"[{name}] wrote {args.out}/ ({json_path.name} and figures) in {elapsed:.1f} s")
     return numbers
+
+
+# ---------------------------------------------------------------------- summaries
+# A "short" value fits in a table cell or a key/value line; longer lists stay in the JSON.
+MAX_INLINE_LIST = 4
+SUMMARY_WIDTH = 100
+SUMMARY_LINES = 40
+TABLE_ROWS = 10
+
+
+def _is_short(value: Any) -> bool:
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return True
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_INLINE_LIST
+        and all(isinstance(v, (bool, int, float)) or v is None for v in value)
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if value is not None else "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return str(value)
+
+
+def _table(path: str, rows: list[dict]) -> list[str]:
+    """A list of records with shared short fields as an aligned table (columns that do not fit
+    in ``SUMMARY_WIDTH`` are left to the JSON, and said so)."""
+    keys = [k for k in rows[0] if all(k in r and _is_short(r[k]) for r in rows)]
+    cells = [[_fmt(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    shown, used = [], 4
+    for i, width in enumerate(widths):
+        if used + width + 2 > SUMMARY_WIDTH and shown:
+            break
+        shown.append(i)
+        used += width + 2
+    hidden = len(keys) - len(shown)
+    title = f"{path}:" + (f" ({hidden} more columns in the JSON)" if hidden else "")
+    body = ["    " + "  ".join(c[i].rjust(widths[i]) for i in shown) for c in cells]
+    if len(body) > TABLE_ROWS:  # a long curve: its two ends
+        head, tail = TABLE_ROWS // 2, TABLE_ROWS - TABLE_ROWS // 2 - 1
+        body = [*body[:head], f"    ... {len(body) - head - tail} more rows ...", *body[-tail:]]
+    return [title, "    " + "  ".join(keys[i].rjust(widths[i]) for i in shown), *body]
+
+
+def _summary_lines(value: Any, path: str) -> list[str]:
+    if isinstance(value, Mapping):
+        short = {k: v for k, v in value.items() if _is_short(v)}
+        lines = []
+        if short:
+            text = ", ".join(f"{k} {_fmt(v)}" for k, v in short.items())
+            head = f"{path}: " if path else ""
+            wrapped = _wrap(head + text, indent="    " if path else "")
+            lines += wrapped
+        for key, sub in value.items():
+            if not _is_short(sub):
+                lines += _summary_lines(sub, f"{path}.{key}" if path else str(key))
+        return lines
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        lines = []
+        if any(_is_short(v) for v in value[0].values()):
+            lines += _table(path, list(value))
+        for i, item in enumerate(value):
+            nested = {k: v for k, v in item.items() if not _is_short(v)}
+            if nested:
+                lines += _summary_lines(nested, f"{path}[{i}]")
+        return lines
+    return []  # a long list of plain values: in the JSON only
+
+
+def _wrap(text: str, indent: str) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(
+        text, SUMMARY_WIDTH, subsequent_indent=indent, break_long_words=False
+    ) or [text]
+
+
+def summarize(numbers: Mapping[str, Any], name: str | None = None) -> str:
+    """A short human summary of an experiment's numbers, for a terminal.
+
+    With ``name``, the experiment's own ``summarize(numbers)`` is used when its module defines
+    one. Otherwise: every group of scalar fields on one line (floats to 4 significant digits),
+    every list of records as an aligned table (a long one cut to its ends), lists of more than
+    four numbers left out (they are in ``NAME.json``), at most 40 lines.
+    """
+    if name is not None:
+        own = getattr(load_experiment(name), "summarize", None)
+        if callable(own):
+            return own(numbers)
+    lines = _summary_lines(to_jsonable(numbers), "")
+    if len(lines) > SUMMARY_LINES:
+        more = len(lines) - SUMMARY_LINES + 1
+        where = f"{name}.json" if name else "the JSON"
+        lines = [*lines[: SUMMARY_LINES - 1], f"... {more} more lines: see {where}"]
+    return "\n".join(lines)
+
+
+def describe(name: str) -> str:
+    """The experiment's one-line description: the whole first sentence of its docstring."""
+    doc = load_experiment(name).__doc__ or ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    # a sentence ends at . ! or ? followed by a space (not inside "0.8" or "e.g.x")
+    match = re.match(r"(.+?[.!?])(?=\s|$)", paragraph)
+    return match.group(1) if match else paragraph
 
 
 def list_experiments() -> list[str]:

@@ -299,6 +299,25 @@ def markdown_tables(results: dict) -> str:
     return "\n".join(lines)
 
 
+def summarize(results: dict) -> str:
+    """The terminal summary: test PSNR (dB) per model and pixel σ, parameters, training time."""
+    sigmas = results["sigmas_pixel"]
+    lines = [
+        f"{results['steps']} steps x batch {results['batch_size']}, seed {results['seed']}; "
+        "test PSNR in dB per pixel σ (pixels in [0, 1])"
+    ]
+    for name, block in results["datasets"].items():
+        lines.append(f"{name} ({block['n_eval']} held-out examples of shape {tuple(block['shape'])}):")
+        header = "".join(f"{'σ=' + format(s, 'g'):>8}" for s in sigmas)
+        lines.append(f"    {'model':<18} {'params':>8} {'train s':>8}{header}")
+        for row in block["rows"]:
+            cells = "".join(f"{entry['psnr']:>8.2f}" for entry in row["by_sigma"])
+            lines.append(
+                f"    {row['model']:<18} {row['parameters']:>8,} {row['train_seconds']:>8.1f}{cells}"
+            )
+    return "\n".join(lines)
+
+
 def psnr_figure(results: dict):
     """One panel per dataset: test PSNR against pixel σ for each family and the noisy input."""
     from scoregen import plot

@@ -15,7 +15,7 @@ clean / noisy / denoised rows per σ.
 
 (b) Sampling with the Tweedie score ``s(x, σ) = (D(x, σ) − x)/σ²``:
 
-* "seeded" Langevin (the procedure of the seed text, at temperature 1): the chain starts at a
+* "seeded" Langevin (started from the data, at temperature 1): the chain starts at a
   held-out digit plus noise at one σ and runs ULA at that fixed σ; its last state is denoised
   by ``D(·, σ)``. A fixed-σ chain only explores near its start: the JSON says how far the
   chains moved and how many changed class.

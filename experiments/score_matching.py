@@ -228,5 +228,24 @@ def run(
     return numbers
 
 
+def summarize(numbers: dict) -> str:
+    """The terminal summary: each method's final relative error to the exact score."""
+    base = numbers["baselines"]
+    lines = [
+        f"{numbers['preset']} at σ = {numbers['sigma']:g}: relative error "
+        "E‖s_θ − ∇log p_σ‖² / E‖∇log p_σ‖² on fresh draws of p_σ",
+        f"    {'method':<8} {'rel. error':>10} {'± se':>8} {'steps':>6} {'train s':>8}",
+    ]
+    for method, row in numbers["methods"].items():
+        lines.append(
+            f"    {method:<8} {row['rel_error']:>10.4f} {row['rel_error_se']:>8.4f} "
+            f"{row['steps']:>6} {row['train_seconds']:>8.1f}"
+        )
+    lines.append(
+        f"baselines: zero score {base['zero_score']:.4f}, Gaussian fit {base['gaussian_fit']:.4f}"
+    )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main(run, __doc__)

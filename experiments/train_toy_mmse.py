@@ -14,20 +14,18 @@ of the model's error that is not irreducible noise (model MSE − MMSE up to a z
 cross term). Training runs on one thread: a 128-wide MLP gains nothing from a second one,
 and a second thread slows down badly when another process shares the cores.
 
-    python -m experiments.train_toy_mmse --out runs/toy_mmse [--full] [--seed 0]
+    python -m experiments.train_toy_mmse --out out/train_toy_mmse [--full] [--seed 0]
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from pathlib import Path
 
 import torch
 
-from experiments._common import toy_mlp_config
+from experiments._common import main, toy_mlp_config, write_json
 from scoregen import TrainConfig, load_checkpoint, train
 from scoregen.data import load_dataset
 
@@ -115,12 +113,12 @@ def _run(out_dir: Path, full: bool, seed: int) -> dict:
             "rows": rows,
             "all_within_target": all(r["within_target"] for r in rows),
         }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "train_toy_mmse.json").write_text(json.dumps(results, indent=2))
+    write_json(out_dir, "train_toy_mmse", results)
     return results
 
 
-def format_table(results: dict) -> str:
+def summarize(results: dict) -> str:
+    """The terminal summary: per toy, model MSE against the exact MMSE at every σ."""
     lines = []
     for name, toy in results["toys"].items():
         lines.append(
@@ -140,14 +138,5 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/train_toy_mmse", help="output folder")
-    parser.add_argument("--full", action="store_true", help="longer run, both toys")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(format_table(run(args.out, full=args.full, seed=args.seed)))
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__)

@@ -1,19 +1,18 @@
 """``builtin:NAME``: exact oracle scores of the mixture presets, and small trained checkpoints
 shipped inside the package (rebuilt by ``python -m experiments.build_builtins``).
 
-:func:`load_score_model` opens either a checkpoint file or a builtin and returns one
-:class:`ScoreModel`, so the command line treats both alike.
+:func:`load_model` opens either a checkpoint file or a builtin and returns one
+:class:`~scoregen.checkpoint.ScoreModel`, so the command line treats both alike.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+
+from scoregen.checkpoint import ScoreModel, oracle_for
 
 __all__ = [
     "PREFIX",
@@ -23,7 +22,9 @@ __all__ = [
     "UnknownBuiltinError",
     "list_builtins",
     "load_builtin",
+    "load_model",
     "load_score_model",
+    "oracle_names",
     "oracle_for",
 ]
 
@@ -48,74 +49,14 @@ class UnknownBuiltinError(ValueError):
     """A ``builtin:NAME`` that does not exist (the message lists those that do)."""
 
 
-@dataclass
-class ScoreModel:
-    """A score to sample from, with what is known about it.
-
-    ``score(x, σ)`` is the score of ``p_σ``; ``denoiser(x, σ)`` the matching posterior mean;
-    ``metadata`` a checkpoint record (``model``, ``data``, ``sigma``, ``training``);
-    ``oracle`` the exact mixture of the data when the data is a mixture preset (for
-    comparisons); ``log_prob(x, σ)`` the exact log-density of ``p_σ``, only for the oracle
-    builtins (the only models whose density is known, which MALA needs).
-    """
-
-    name: str
-    score: Callable
-    denoiser: Callable
-    metadata: dict[str, Any]
-    oracle: Any = None
-    log_prob: Callable | None = None
-    path: Path | None = None
-    description: str = ""
-
-    @property
-    def exact(self) -> bool:
-        return self.log_prob is not None
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return dict(self.metadata.get("data", {}))
-
-    @property
-    def sigma(self) -> dict[str, Any]:
-        return dict(self.metadata.get("sigma", {}))
-
-    @property
-    def fixed_sigma(self) -> float | None:
-        fixed = self.sigma.get("fixed")
-        return None if fixed is None else float(fixed)
-
-    @property
-    def sigma_range(self) -> tuple[float, float] | None:
-        """``(σ_min, σ_max)`` the score is trusted on; None for a fixed-σ model."""
-        sigma = self.sigma
-        if "min" in sigma and "max" in sigma:
-            return float(sigma["min"]), float(sigma["max"])
-        return None
-
-    @property
-    def sigma_data(self) -> float:
-        """The data's standard deviation (EDM's σ_data) in model space."""
-        return float(self.metadata.get("model", {}).get("sigma_data") or 1.0)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.data.get("shape", ()))
+def oracle_names() -> list[str]:
+    """``builtin:NAME`` of the exact builtins (the mixture presets, with a log-density)."""
+    return [PREFIX + name for name in _ORACLE_DESCRIPTIONS]
 
 
 def list_builtins() -> dict[str, str]:
     """Every builtin name (without the ``builtin:`` prefix) and what it is."""
     return {**_ORACLE_DESCRIPTIONS, **TRAINED}
-
-
-def oracle_for(data_record: dict[str, Any]):
-    """The exact mixture behind a data record, when its data is a mixture preset; else None."""
-    from scoregen.gmm import PRESETS, preset
-
-    name = data_record.get("name")
-    if data_record.get("kind") == "mixture" and name in PRESETS:
-        return preset(name)
-    return None
 
 
 def _oracle_sigma_range(mixture) -> tuple[float, float]:
@@ -134,7 +75,13 @@ def _load_oracle(name: str, device) -> ScoreModel:
     dataset = load_dataset(name, n_test=1)
     mixture = dataset.oracle.to(device=device)
     sigma_min, sigma_max = _oracle_sigma_range(mixture)
-    sigma_data = math.sqrt(torch.diagonal(mixture.covariance()).mean().item())
+    variances = torch.diagonal(mixture.covariance())
+    sigma_data = math.sqrt(variances.mean().item())
+    stats = {
+        "mean": mixture.mean().tolist(),
+        "std": variances.sqrt().tolist(),
+        "cov": mixture.covariance().tolist(),
+    }
     metadata = {
         "format": "scoregen-builtin",
         "model": {
@@ -145,7 +92,7 @@ def _load_oracle(name: str, device) -> ScoreModel:
             "means": mixture.means.tolist(),
             "sigma_data": sigma_data,
         },
-        "data": dataset.record(),
+        "data": {**dataset.record(), "stats": stats},
         "sigma": {"min": sigma_min, "max": sigma_max, "exact": True},
         "training": {},
     }
@@ -157,21 +104,6 @@ def _load_oracle(name: str, device) -> ScoreModel:
         oracle=mixture,
         log_prob=mixture.log_prob,
         description=_ORACLE_DESCRIPTIONS[name],
-    )
-
-
-def _from_checkpoint(checkpoint, name: str, description: str = "") -> ScoreModel:
-    oracle = oracle_for(checkpoint.data)
-    if oracle is not None:
-        oracle = oracle.to(device=next(checkpoint.denoiser.parameters()).device)
-    return ScoreModel(
-        name=name,
-        score=checkpoint.score,
-        denoiser=checkpoint.denoiser,
-        metadata=checkpoint.metadata,
-        oracle=oracle,
-        path=checkpoint.path,
-        description=description,
     )
 
 
@@ -195,13 +127,28 @@ def load_builtin(name: str, device: str | torch.device = "cpu") -> ScoreModel:
             f"{PREFIX + name}: its file {str(path)!r} is missing from this installation "
             "(rebuild it from a scoregen checkout: python -m experiments.build_builtins)"
         )
-    return _from_checkpoint(load_checkpoint(path, device), PREFIX + name, TRAINED[name])
+    model = load_checkpoint(path, device)
+    model.name, model.description = PREFIX + name, TRAINED[name]
+    return model
 
 
-def load_score_model(spec: str | Path, device: str | torch.device = "cpu") -> ScoreModel:
-    """``builtin:NAME`` (see :func:`list_builtins`) or the path of a checkpoint file."""
+def load_model(spec, device: str | torch.device = "cpu") -> ScoreModel:
+    """The model behind ``spec``: ``"builtin:NAME"`` (see :func:`list_builtins`), the path of a
+    checkpoint file, or an already loaded :class:`~scoregen.checkpoint.ScoreModel` (returned
+    as it is)."""
     from scoregen.checkpoint import load_checkpoint
 
+    if isinstance(spec, ScoreModel):
+        return spec
     if isinstance(spec, str) and spec.startswith(PREFIX):
         return load_builtin(spec, device)
-    return _from_checkpoint(load_checkpoint(spec, device), str(spec))
+    if not isinstance(spec, (str, Path)):
+        raise TypeError(
+            f"model must be 'builtin:NAME', a checkpoint path or a ScoreModel, got "
+            f"{type(spec).__name__}"
+        )
+    return load_checkpoint(spec, device)
+
+
+# The earlier name of load_model.
+load_score_model = load_model

@@ -34,6 +34,9 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "Checkpoint",
+    "ScoreModel",
+    "oracle_for",
+    "validate_record",
     "CheckpointError",
     "CheckpointNotFoundError",
     "load_checkpoint",
@@ -66,38 +69,6 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The checkpoint path does not exist (both a CheckpointError and a FileNotFoundError)."""
 
 
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint.
-
-    ``denoiser`` is ``D(x, sigma)`` in eval mode with gradients off (fixed-σ guarded when it
-    was trained at one level); ``score`` is its Tweedie score ``(D(x, σ) − x)/σ²``;
-    ``metadata`` the whole JSON record; ``config`` the training configuration it holds
-    (empty when the checkpoint was written outside :func:`scoregen.train`).
-    """
-
-    denoiser: torch.nn.Module
-    score: Any
-    metadata: dict[str, Any]
-    path: Path
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self.metadata.get("training", {}).get("config", {}))
-
-    @property
-    def sigma(self) -> dict[str, Any]:
-        return dict(self.metadata.get("sigma", {}))
-
-    @property
-    def data(self) -> dict[str, Any]:
-        return dict(self.metadata.get("data", {}))
-
-    @property
-    def fixed_sigma(self) -> float | None:
-        return self.denoiser.fixed_sigma
-
-
 def resume_path(checkpoint: str | Path) -> Path:
     """Where the resume state of ``checkpoint`` lives: ``run/model.safetensors`` ->
     ``run/model.resume.pt``."""
@@ -106,25 +77,6 @@ def resume_path(checkpoint: str | Path) -> Path:
 
 
 # ---------------------------------------------------------------------- writing
-def _jsonable(value):
-    """Plain JSON values: tuples -> lists, paths -> str, non-finite floats -> None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return _jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return _jsonable(value.item())
-    return str(value)
-
-
 def _sigma_entry(denoiser, sigma) -> dict[str, Any]:
     fixed = getattr(denoiser, "fixed_sigma", None)
     if sigma is None:
@@ -164,14 +116,18 @@ def save_checkpoint(
 ) -> Path:
     """Write ``denoiser`` (a :class:`scoregen.models.Denoiser`) as one self-describing file.
 
-    ``data`` is a :class:`scoregen.data.Dataset` or its ``record()`` dict (shape and
-    normalisation); ``sigma`` is ``{"fixed": σ}`` or ``{"min", "max", "distribution", ...}``
-    (taken from ``denoiser.fixed_sigma`` when omitted for a fixed-σ model); ``training`` any
-    JSON-able summary. Written atomically: a crash mid-write leaves the old file whole.
+    ``data`` is the :class:`scoregen.data.Dataset` it was trained on, or that dataset's
+    ``record()`` dict (shape, normalisation, statistics), or at least ``{"shape": [...]}``;
+    it may be omitted only when the network fixes its input shape itself (the MLP).
+    ``sigma`` is ``{"fixed": σ}`` or ``{"min", "max", "distribution", ...}`` (taken from
+    ``denoiser.fixed_sigma`` when omitted for a fixed-σ model); ``training`` any JSON-able
+    summary. The record is validated as :func:`load_checkpoint` will validate it, so a file
+    this writes always loads. Written atomically: a crash mid-write leaves the old file whole.
     """
     from safetensors.torch import save as save_safetensors
 
-    import scoregen
+    from scoregen import __version__
+    from scoregen._util import jsonable
     from scoregen.models import denoiser_record
 
     model = denoiser_record(denoiser)  # ValueError for an unregistered network
@@ -179,20 +135,32 @@ def save_checkpoint(
         data = data.record()
     if data is not None and not isinstance(data, dict):
         raise TypeError(f"data must be a Dataset or a dict, got {type(data).__name__}")
-    record = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "scoregen_version": scoregen.__version__,
-        "model": model,
-        "data": data or {},
-        "sigma": _sigma_entry(denoiser, sigma),
-        "training": training or {},
-    }
+    if not (data or {}).get("shape") and model["net"].get("shape") is None:
+        raise ValueError(
+            f"data: pass the Dataset the denoiser was trained on (or at least "
+            f"{{'shape': [C, H, W]}}); a {model['family']!r} network does not fix the shape of "
+            "its examples, and sampling needs it"
+        )
+    record = jsonable(
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "scoregen_version": __version__,
+            "model": model,
+            "data": data or {},
+            "sigma": _sigma_entry(denoiser, sigma),
+            "training": training or {},
+        }
+    )
+    try:
+        validate_record(record, "the record to save")
+    except CheckpointError as e:
+        raise ValueError(str(e)) from None
     # clone: safetensors refuses tensors sharing storage, and wants them contiguous on CPU
     tensors = {
         name: t.detach().to("cpu").contiguous().clone() for name, t in denoiser.state_dict().items()
     }
-    metadata = {"format": "pt", "scoregen": json.dumps(_jsonable(record), allow_nan=False)}
+    metadata = {"format": "pt", "scoregen": json.dumps(record, allow_nan=False)}
     payload = save_safetensors(tensors, metadata=metadata)
     return atomic_write(path, lambda f: f.write(payload))
 
@@ -264,10 +232,9 @@ def _read_header(path: Path) -> dict[str, Any]:
     return header
 
 
-def read_record(path: str | Path) -> dict[str, Any]:
-    """The JSON record of a checkpoint, read from its header alone (no tensors loaded)."""
-    path = Path(path)
-    header = _read_header(path)
+def _record_from_header(header: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The scoregen JSON record in a safetensors header: present, JSON, our format, a version
+    this code reads."""
     metadata = header.get("__metadata__") or {}
     if "scoregen" not in metadata:
         raise CheckpointError(
@@ -285,7 +252,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
             f"{str(path)!r}: its record does not say format={FORMAT!r}; not a scoregen checkpoint"
         )
     version = record.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise CheckpointError(f"{str(path)!r}: invalid format_version {version!r}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
@@ -297,48 +264,329 @@ def read_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
-def _resolve_device(device) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Rebuild the denoiser a checkpoint describes and load its weights onto ``device``.
-
-    Raises :class:`CheckpointError` (a ValueError) naming the file and the problem for a
-    pickle, a truncated or corrupt file, a missing record, an unknown model family or
-    weights that do not fit the architecture; :class:`CheckpointNotFoundError` (also a
-    FileNotFoundError) when there is no file. Never executes code from the file.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from scoregen.models import build_denoiser
-    from scoregen.score import tweedie_score
-
+def read_record(path: str | Path) -> dict[str, Any]:
+    """The JSON record of a checkpoint, read from its header alone (no tensors loaded)."""
     path = Path(path)
-    record = read_record(path)
-    try:
-        denoiser = build_denoiser(record["model"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"{str(path)!r}: cannot rebuild its model: {e}") from None
-    try:
-        tensors = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, RuntimeError) as e:
+    return _record_from_header(_read_header(path), path)
+
+
+# ---------------------------------------------------------------------- the record, validated
+_MAX_SHAPE_NUMBERS = 2**26  # numbers per example: far beyond any model here, short of a bomb
+
+
+def _number(value, field: str, where: str, *, positive: bool = False, nonzero: bool = False):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CheckpointError(f"{where}: {field} must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise CheckpointError(f"{where}: {field} must be > 0, got {value!r}")
+    if nonzero and value == 0:
+        raise CheckpointError(f"{where}: {field} must not be 0")
+    return float(value)
+
+
+def _shape(value, field: str, where: str) -> list[int]:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 4
+        or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in value)
+        or math.prod(value) > _MAX_SHAPE_NUMBERS
+    ):
         raise CheckpointError(
-            f"{str(path)!r} is corrupt: safetensors could not read it ({e})"
-        ) from None
-    expected = denoiser.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    mismatched = [
-        f"{name}: file {tuple(tensors[name].shape)}, model {tuple(t.shape)}"
-        for name, t in expected.items()
-        if name in tensors and tensors[name].shape != t.shape
-    ]
-    if missing or unexpected or mismatched:
-        family = record["model"].get("family")
+            f"{where}: {field} must be a list of 1 to 4 positive integers holding at most "
+            f"{_MAX_SHAPE_NUMBERS} numbers per example, got {value!r}"
+        )
+    return list(value)
+
+
+def _validate_data(data, model: dict[str, Any], where: str) -> dict[str, Any]:
+    """The ``data`` entry: shape, normalisation, value range, statistics (all optional but
+    shape, which falls back to the network's own ``shape`` when it has one)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: data must be a JSON object, got {type(data).__name__}")
+    data = dict(data)
+    net_shape = model["net"].get("shape")
+    if data.get("shape") is None and net_shape is not None:
+        data["shape"] = net_shape
+    if data.get("shape") is not None:
+        data["shape"] = _shape(data["shape"], "data.shape", where)
+        if net_shape is not None and list(net_shape) != data["shape"]:
+            raise CheckpointError(
+                f"{where}: data.shape {data['shape']} disagrees with the network's shape "
+                f"{list(net_shape)}"
+            )
+    norm = data.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, dict):
+            raise CheckpointError(f"{where}: data.normalization must be a JSON object")
+        data["normalization"] = {
+            **norm,
+            "scale": _number(norm.get("scale", 1.0), "data.normalization.scale", where,
+                             positive=True),
+            "shift": _number(norm.get("shift", 0.0), "data.normalization.shift", where),
+        }  # fmt: skip
+    value_range = data.get("value_range")
+    if value_range is not None:
+        if not isinstance(value_range, list) or len(value_range) != 2:
+            raise CheckpointError(f"{where}: data.value_range must be [low, high], got {value_range!r}")  # fmt: skip
+        low = _number(value_range[0], "data.value_range[0]", where)
+        high = _number(value_range[1], "data.value_range[1]", where)
+        if not low < high:
+            raise CheckpointError(f"{where}: data.value_range must have low < high, got {value_range}")  # fmt: skip
+    stats = data.get("stats")
+    if stats is not None:
+        length = data["shape"][0] if data.get("shape") else None
+        if not isinstance(stats, dict):
+            raise CheckpointError(f"{where}: data.stats must be a JSON object")
+        for key in ("mean", "std"):
+            values = stats.get(key)
+            if not isinstance(values, list) or (length is not None and len(values) != length):
+                raise CheckpointError(
+                    f"{where}: data.stats.{key} must be a list of {length} numbers (one per "
+                    f"channel or coordinate), got {values!r}"
+                )
+            for i, v in enumerate(values):
+                _number(v, f"data.stats.{key}[{i}]", where, positive=key == "std")
+        cov = stats.get("cov")
+        if cov is not None:
+            d = len(stats["mean"])
+            if (
+                not isinstance(cov, list)
+                or len(cov) != d
+                or any(not isinstance(row, list) or len(row) != d for row in cov)
+            ):
+                raise CheckpointError(f"{where}: data.stats.cov must be a {d}×{d} list of lists")
+            for i, row in enumerate(cov):
+                for j, v in enumerate(row):
+                    _number(v, f"data.stats.cov[{i}][{j}]", where)
+    return data
+
+
+def _validate_sigma(sigma, model: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(sigma, dict) or not sigma:
+        raise CheckpointError(
+            f"{where}: its record has no sigma entry ({{'fixed': σ}} or {{'min': .., 'max': ..}}),"
+            " so the noise levels its denoiser can be trusted at are unknown"
+        )
+    fixed = model.get("fixed_sigma")
+    if "fixed" in sigma:
+        value = _number(sigma["fixed"], "sigma.fixed", where, positive=True)
+        if fixed is None or abs(value - fixed) > 1e-6 * value:
+            raise CheckpointError(
+                f"{where}: sigma.fixed={value:g} disagrees with model.fixed_sigma={fixed}"
+            )
+        return {**sigma, "fixed": value}
+    if fixed is not None:
+        raise CheckpointError(
+            f"{where}: model.fixed_sigma={fixed:g} but sigma gives a range, not {{'fixed': σ}}"
+        )
+    low = _number(sigma.get("min"), "sigma.min", where, positive=True)
+    high = _number(sigma.get("max"), "sigma.max", where, positive=True)
+    if low > high:
+        raise CheckpointError(f"{where}: sigma.min={low:g} is above sigma.max={high:g}")
+    return {**sigma, "min": low, "max": high}
+
+
+def validate_record(record: dict[str, Any], where: str = "checkpoint") -> dict[str, Any]:
+    """Check a checkpoint record field by field; returns it with shapes and numbers normalised.
+
+    Every problem is a :class:`CheckpointError` naming ``where`` (the file) and the field.
+    The network's own arguments are checked when it is built (unknown fields, bad widths).
+    """
+    model = record.get("model")
+    if not isinstance(model, dict):
+        raise CheckpointError(f"{where}: its record has no 'model' entry")
+    if not isinstance(model.get("family"), str) or not isinstance(model.get("net"), dict):
+        raise CheckpointError(
+            f"{where}: model must name a 'family' and hold its 'net' arguments, got "
+            f"{ {k: model.get(k) for k in ('family', 'net')} }"
+        )
+    model = dict(model)
+    if model.get("precond") is not None and model["precond"] not in ("edm", "none"):
+        raise CheckpointError(f"{where}: model.precond must be 'edm', 'none' or null, got {model['precond']!r}")  # fmt: skip
+    if model.get("sigma_data") is not None:
+        model["sigma_data"] = _number(model["sigma_data"], "model.sigma_data", where, positive=True)
+    if model.get("fixed_sigma") is not None:
+        model["fixed_sigma"] = _number(model["fixed_sigma"], "model.fixed_sigma", where, positive=True)  # fmt: skip
+    if model["net"].get("shape") is not None:
+        model["net"]["shape"] = _shape(model["net"]["shape"], "model.net.shape", where)
+    training = record.get("training") or {}
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{where}: training must be a JSON object")
+    return {
+        **record,
+        "model": model,
+        "data": _validate_data(record.get("data"), model, where),
+        "sigma": _validate_sigma(record.get("sigma"), model, where),
+        "training": training,
+    }
+
+
+# ---------------------------------------------------------------------- the loaded model
+@dataclass
+class ScoreModel:
+    """A score to sample from, with what is known about it: the one loaded-model type.
+
+    ``score(x, σ)`` is the score of ``p_σ`` in model space; ``denoiser(x, σ)`` the matching
+    posterior mean (for a trained checkpoint an ``nn.Module`` in eval mode, gradients off);
+    ``metadata`` the validated record (``model``, ``data``, ``sigma``, ``training``);
+    ``oracle`` the exact mixture of the data when the data is a mixture preset;
+    ``log_prob(x, σ)`` the exact log-density of ``p_σ``, only for the exact builtins (MALA
+    needs it). Samples live in model space; :meth:`to_data_space` maps them back.
+    """
+
+    name: str
+    score: Any
+    denoiser: Any
+    metadata: dict[str, Any]
+    oracle: Any = None
+    log_prob: Any = None
+    path: Path | None = None
+    description: str = ""
+
+    @property
+    def exact(self) -> bool:
+        """Whether the score is exact (a builtin oracle, with a log-density)."""
+        return self.log_prob is not None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return dict(self.metadata.get("data") or {})
+
+    @property
+    def sigma(self) -> dict[str, Any]:
+        return dict(self.metadata.get("sigma") or {})
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training configuration (empty for a checkpoint written outside ``train``)."""
+        return dict((self.metadata.get("training") or {}).get("config") or {})
+
+    @property
+    def fixed_sigma(self) -> float | None:
+        fixed = self.sigma.get("fixed")
+        return None if fixed is None else float(fixed)
+
+    @property
+    def sigma_range(self) -> tuple[float, float] | None:
+        """``(σ_min, σ_max)`` the score is trusted on; None for a fixed-σ model."""
+        sigma = self.sigma
+        if "min" in sigma and "max" in sigma:
+            return float(sigma["min"]), float(sigma["max"])
+        return None
+
+    @property
+    def sigma_data(self) -> float:
+        """The data's standard deviation (EDM's σ_data) in model space."""
+        return float(self.metadata.get("model", {}).get("sigma_data") or 1.0)
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The shape of one example, or None when the record does not say."""
+        shape = self.data.get("shape")
+        return None if shape is None else tuple(int(s) for s in shape)
+
+    @property
+    def is_image(self) -> bool:
+        return self.shape is not None and len(self.shape) == 3
+
+    @property
+    def device(self) -> torch.device:
+        if isinstance(self.denoiser, torch.nn.Module):
+            for tensor in self.denoiser.parameters():
+                return tensor.device
+        if self.oracle is not None:
+            return self.oracle.device
+        return torch.device("cpu")
+
+    @property
+    def data_covariance(self) -> torch.Tensor | None:
+        """The training data's covariance ``[d, d]`` in model space, recorded for points of
+        few coordinates (None otherwise)."""
+        cov = (self.data.get("stats") or {}).get("cov")
+        return None if cov is None else torch.tensor(cov, dtype=torch.float64)
+
+    @property
+    def data_stats(self) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+        """``(mean, std, note)`` of the training data in model space, one entry per channel
+        (images) or coordinate (points), as recorded at training time. A checkpoint written
+        before the statistics were recorded falls back to mean 0 and std σ_data, and ``note``
+        says so (None otherwise)."""
+        stats = self.data.get("stats")
+        if stats is not None:
+            mean = torch.tensor(stats["mean"], dtype=torch.float64)
+            std = torch.tensor(stats["std"], dtype=torch.float64)
+            return mean, std, None
+        length = self.shape[0] if self.shape else 1
+        note = (
+            f"{self.name} records no data statistics (written by an older scoregen): the "
+            f"start assumes mean 0 and std σ_data={self.sigma_data:.4g}"
+        )
+        return (
+            torch.zeros(length, dtype=torch.float64),
+            torch.full((length,), self.sigma_data, dtype=torch.float64),
+            note,
+        )
+
+    def to_data_space(self, x: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
+        """Model space -> data space, ``x·scale + shift``; ``clip`` (default: when the data has
+        a value range, e.g. pixels in [0, 1]) clamps to that range."""
+        from scoregen.data import to_data_space
+
+        data = self.data
+        if clip is None:
+            clip = data.get("value_range") is not None
+        return to_data_space(x, data, clip=clip)
+
+    def from_data_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Data space -> model space, ``(x − shift) / scale``."""
+        from scoregen.data import from_data_space
+
+        return from_data_space(x, self.data)
+
+
+# A loaded checkpoint is a ScoreModel (the name scripts have imported since the first release).
+Checkpoint = ScoreModel
+
+
+def oracle_for(data_record: dict[str, Any]):
+    """The exact mixture behind a data record, when its data is a mixture preset; else None."""
+    from scoregen.gmm import PRESETS, preset
+
+    name = data_record.get("name")
+    if data_record.get("kind") == "mixture" and name in PRESETS:
+        return preset(name)
+    return None
+
+
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_DTYPE_NAMES = {
+    torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL",
+}  # fmt: skip
+
+
+def _check_tensors(header: dict[str, Any], expected: dict[str, torch.Tensor], family, where):
+    """Compare the file's tensor names, shapes and dtypes (from its header) with the state
+    dict the record's architecture has, before any weight is read."""
+    found = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mismatched, wrong_dtype = [], []
+    for name, t in expected.items():
+        if name not in found:
+            continue
+        shape = tuple(found[name].get("shape") or ())
+        if shape != tuple(t.shape):
+            mismatched.append(f"{name}: file {shape}, model {tuple(t.shape)}")
+        dtype = found[name].get("dtype")
+        want = _DTYPE_NAMES.get(t.dtype)
+        if t.is_floating_point() and dtype not in _FLOAT_DTYPES:
+            wrong_dtype.append(f"{name}: file {dtype}, model a float")
+        elif not t.is_floating_point() and dtype != want:
+            wrong_dtype.append(f"{name}: file {dtype}, model {want}")
+    if missing or unexpected or mismatched or wrong_dtype:
         problems = []
         if missing:
             problems.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -346,13 +594,66 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
             problems.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if mismatched:
             problems.append("shape mismatch " + "; ".join(mismatched[:5]))
+        if wrong_dtype:
+            problems.append("dtype mismatch " + "; ".join(wrong_dtype[:5]))
         raise CheckpointError(
-            f"{str(path)!r}: its weights do not fit the {family!r} architecture its record "
+            f"{where}: its weights do not fit the {family!r} architecture its record "
             f"describes: {', '.join(problems)}"
         )
+
+
+def _build(record: dict[str, Any], where: str, device: str | torch.device = "cpu"):
+    from scoregen.models import build_denoiser
+
+    try:
+        with torch.device(device):
+            return build_denoiser(record["model"])
+    except (ValueError, TypeError, RuntimeError, OverflowError) as e:
+        raise CheckpointError(f"{where}: cannot rebuild its model: {e}") from None
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> ScoreModel:
+    """Rebuild the denoiser a checkpoint describes and load its weights onto ``device``.
+
+    The record is validated field by field (:func:`validate_record`) and the architecture is
+    first built on the ``meta`` device (no memory) to compare its tensor names, shapes and
+    dtypes with the file's header; only then are the module and its weights materialised.
+    Raises :class:`CheckpointError` (a ValueError) naming the file and the problem for a
+    pickle, a truncated or corrupt file, a missing or invalid record field, an unknown model
+    family or weights that do not fit the architecture; :class:`CheckpointNotFoundError`
+    (also a FileNotFoundError) when there is no file. Never executes code from the file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from scoregen._util import resolve_device
+    from scoregen.score import tweedie_score
+
+    path = Path(path)
+    where = repr(str(path))
+    header = _read_header(path)
+    record = validate_record(_record_from_header(header, path), where)
+    skeleton = _build(record, where, "meta")
+    _check_tensors(header, skeleton.state_dict(), record["model"].get("family"), where)
+    del skeleton
+    denoiser = _build(record, where)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise CheckpointError(f"{where} is corrupt: safetensors could not read it ({e})") from None
     denoiser.load_state_dict(tensors, strict=True)
-    denoiser = denoiser.to(_resolve_device(device)).eval().requires_grad_(False)
-    return Checkpoint(denoiser=denoiser, score=tweedie_score(denoiser), metadata=record, path=path)
+    denoiser = denoiser.to(resolve_device(device)).eval().requires_grad_(False)
+    oracle = oracle_for(record["data"])
+    if oracle is not None:
+        oracle = oracle.to(device=next(denoiser.parameters()).device)
+    return ScoreModel(
+        name=str(path),
+        score=tweedie_score(denoiser),
+        denoiser=denoiser,
+        metadata=record,
+        oracle=oracle,
+        path=path,
+    )
 
 
 # ---------------------------------------------------------------------- resume state

@@ -4,7 +4,7 @@ Conventions. Toys live in their own coordinates (``normalization`` is the identi
 sets hold pixels in [0, 1] ("data space") and give the model ``x = (pixel - shift) / scale``;
 by default ``model_range=(-1, 1)``, i.e. ``scale = shift = 0.5`` (EDM's ``sigma_data = 0.5``
 fits this range). ``Dataset.record()`` is what a checkpoint stores so that a sampler can map
-its output back to pixels with :func:`to_data_space`. Heavy imports (scikit-learn,
+its output back to pixels with :func:`to_data_space` (:func:`from_data_space` is the way in). Heavy imports (scikit-learn,
 scikit-image, torchvision, PIL) happen inside the loaders.
 """
 
@@ -45,6 +45,8 @@ __all__ = [
     "noise2noise_pairs",
     "split_indices",
     "to_data_space",
+    "from_data_space",
+    "dataset_stats",
     "PHOTOS_GRAY",
     "PHOTOS_COLOR",
 ]
@@ -127,7 +129,8 @@ class Dataset:
         return to_data_space(x, self.record(), clip=clip)
 
     def from_data_space(self, x: Tensor) -> Tensor:
-        return (x - self.normalization.get("shift", 0.0)) / self.normalization.get("scale", 1.0)
+        """Apply the normalisation: data (pixel) space -> model space."""
+        return from_data_space(x, self.record())
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint stores about its data (JSON-able): enough to map samples back."""
@@ -153,6 +156,45 @@ def to_data_space(x: Tensor, record: dict[str, Any], clip: bool = False) -> Tens
     if clip and value_range is not None:
         out = out.clamp(value_range[0], value_range[1])
     return out
+
+
+def from_data_space(x: Tensor, record: dict[str, Any]) -> Tensor:
+    """Data space -> model space from a data record: ``(x - shift) / scale``.
+
+    The inverse of :func:`to_data_space` (without clipping): use it to hand a model data of
+    your own in the units it was trained on, e.g. pixels in [0, 1] to a checkpoint whose
+    record (``load_checkpoint(path).data``) says ``scale = shift = 0.5``.
+    """
+    norm = record.get("normalization") or {}
+    return (x - norm.get("shift", 0.0)) / norm.get("scale", 1.0)
+
+
+# Points of up to this many coordinates also record their full covariance (d² numbers).
+STATS_FULL_COVARIANCE_MAX_DIM = 64
+
+
+def dataset_stats(data: Dataset, n: int = 4096, seed: int = 0) -> dict[str, Any]:
+    """The mean and standard deviation of ``data`` in model space, one entry per channel
+    (images ``[C, H, W]``) or per coordinate (points ``[d]``), from ``n`` draws of its own
+    generator (the caller's random streams are untouched); points of up to
+    :data:`STATS_FULL_COVARIANCE_MAX_DIM` coordinates add their covariance matrix ``cov``.
+    Checkpoints store them so that samplers can start where the data is. For data made only
+    of noisy pairs the known pair noise is removed from the variance."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    pair_sigma = 0.0
+    if data.sampler is None and data.train is None:
+        draws, _ = data.sample_pairs(n, generator)
+        pair_sigma = float(data.info.get("pair_sigma", 0.0))
+    else:
+        draws = data.sample(n, generator)
+    draws = draws.double()
+    per_entry = draws.transpose(0, 1).reshape(draws.shape[1], -1)
+    variance = (per_entry.var(dim=1) - pair_sigma**2).clamp_min(1e-12)
+    stats: dict[str, Any] = {"mean": per_entry.mean(dim=1).tolist(), "std": variance.sqrt().tolist()}
+    if draws.ndim == 2 and draws.shape[1] <= STATS_FULL_COVARIANCE_MAX_DIM:
+        cov = draws.T.cov() - pair_sigma**2 * torch.eye(draws.shape[1], dtype=draws.dtype)
+        stats["cov"] = cov.tolist()
+    return stats
 
 
 def split_indices(n: int, n_test: int, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -14,6 +14,24 @@ share the eigenvectors of ``Σ_k``, so for any σ they are diagonal in that basi
 ``Σ_k + σ²I`` has eigenvalues ``λ + σ²`` and ``S_k`` has ``λσ²/(λ + σ²)``. That makes
 every σ cost the same as σ = 0, needs no inverse, and has no cancellation at either end
 of σ ∈ [1e-4, 1e3].
+
+Layout. The batch is the last dimension: per-component quantities are ``[K, n]`` for ``n``
+rows, so the softmax over K runs across contiguous rows (on one CPU thread, rows come in
+chunks sized to stay in cache). For scalar and diagonal covariances at one σ, the quadratic forms come from
+one matrix product: with ``x_c = x − c`` and ``μ_c = μ − c`` centred on the mixture mean,
+
+    Σ_j (x_cj − μ_ckj)² / v_kj  =  Σ_j x_cj² / v_kj − 2 Σ_j x_cj μ_ckj / v_kj + Σ_j μ_ckj² / v_kj
+
+is ``[K, 2d] @ [2d, n]`` (scalar covariances at per-example σ likewise, ``|x_c − μ_ck|²`` by
+one product). The score and the posterior mean are a second product of the responsibilities
+with ``[1/v, μ_c/v]`` or ``[λ/v, σ²μ_c/v]``. The expansion rounds relative to
+``(|x_c| + |μ_c|)² / v`` instead of ``(x − μ)² / v``: it cancels when a point sits near a
+tight component far from the centre. A guard bounds that loss per row and redoes the rows
+where it could exceed 2¹⁰ times the direct form's rounding by the direct form (rotated
+residuals ``z_k = U_kᵀ(x − μ_k)`` as ``[K, d, n]``), which full covariances and diagonal ones
+at per-example σ always use. In float64 the results match the direct form to 1e-12 of each
+quantity's size; a float32 mixture (``dtype=torch.float32`` or ``.to(dtype=torch.float32)``)
+computes in float32, within about 3e-5 (relative) of float64 on the presets.
 """
 
 from __future__ import annotations
@@ -27,6 +45,21 @@ from torch import Tensor
 __all__ = ["GaussianMixture", "PRESETS", "preset"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
+# Rows per chunk are chosen so that each [K, n] (or [K, d, n]) intermediate holds about this
+# many numbers. On one thread, 2^20 (8 MB in float64) keeps the chain of elementwise passes in
+# cache. With several threads every op is a parallel region whose threads wait for each other,
+# and on a machine shared with other processes each wait can cost a scheduler time slice: then
+# few large ops win (experiments/bench/cpu.py --chunk compares the settings).
+_CHUNK_ELEMENTS = 1 << 20
+_THREADED_CHUNK_ELEMENTS = 1 << 25
+# The expanded quadratic form may lose this factor of accuracy against the direct form before
+# a row is redone directly (10 bits: 1e-16 relative rounding stays below 1e-12).
+_EXPANSION_LOSS = 1024.0
+# log of the smallest normal number, plus a margin: exp() below it would be subnormal.
+_EXP_FLOOR = {
+    dtype: math.log(torch.finfo(dtype).tiny) + 8.0
+    for dtype in (torch.float64, torch.float32, torch.bfloat16)
+}
 
 
 class GaussianMixture:
@@ -38,7 +71,8 @@ class GaussianMixture:
         covs: per-component scalar variances ``[K]``, diagonals ``[K, d]`` or full
             symmetric positive-definite matrices ``[K, d, d]``.
         dtype: float64 by default; every computation runs in this dtype and results are
-            returned in the dtype of the input batch.
+            returned in the dtype of the input batch. float32 is several times faster on
+            large batches and accurate to about 1e-4 relative.
         device: where the parameters live; inputs are moved there.
 
     Every method takes a batch ``[B, d]`` (or ``[B, ...]`` whose trailing dims hold ``d``
@@ -103,6 +137,8 @@ class GaussianMixture:
         self.eigvecs = eigvecs  # [K, d, d] or None (identity)
         self.cov_type = cov_type
         self.log_weights = torch.log(weights)
+        # equal variances along every axis (scalar covariances, or diagonal ones that are)
+        self._isotropic = eigvecs is None and bool((eigvals == eigvals[:, :1]).all())
 
     @classmethod
     def _from_eig(cls, weights, means, eigvals, eigvecs, cov_type) -> GaussianMixture:
@@ -203,6 +239,203 @@ class GaussianMixture:
         sigma = _check_sigma_float(sigma)
         return torch.full((1, 1, 1), sigma, dtype=self.dtype, device=self.device)
 
+    def _sigma2(self, sigma, batch: int) -> float | Tensor:
+        """σ² as a float when one σ serves the whole batch, else as a ``[B]`` tensor."""
+        if not isinstance(sigma, Tensor):
+            return _check_sigma_float(sigma) ** 2
+        sigma = self._sigma(sigma, batch)[:, 0, 0]
+        # A [B] tensor holding one value (samplers pass torch.full) takes the one-σ path;
+        # a σ that carries gradients stays a tensor so that they flow.
+        if not sigma.requires_grad and (batch == 0 or bool((sigma == sigma[0]).all())):
+            return float(sigma[0]) ** 2 if batch else 0.0
+        return sigma**2
+
+    def _needs_grad(self, x: Tensor, sigma2) -> bool:
+        """Whether autograd records this call (then no intermediate is overwritten in place)."""
+        if not torch.is_grad_enabled():
+            return False
+        tensors = (x, self.weights, self.means, self.eigvals, self.eigvecs, sigma2)
+        return any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+    def _evaluate(self, x: Tensor, sigma, kind: str) -> Tensor:
+        """``kind`` (log_prob ``[B]``, responsibilities ``[B, K]``, score or denoise ``[B, d]``)
+        of a flat batch ``[B, d]`` in the mixture's dtype.
+
+        On one CPU thread the batch is taken in row chunks small enough for every
+        intermediate to stay in cache; with several threads, or on a GPU, in large pieces
+        (few parallel regions, few kernel launches). Scalar and diagonal covariances at one σ (and scalar ones at per-example σ)
+        use the expanded quadratic form; rows where its rounding could exceed the direct
+        form's by more than ``_EXPANSION_LOSS`` are redone by the direct form, which full
+        covariances and diagonal ones at per-example σ always use.
+        """
+        batch, dim, n_comp = x.shape[0], self.dim, self.n_components
+        if torch.compiler.is_compiling():
+            # One traceable graph for torch.compile (scoregen.compiled): the direct formula in
+            # one piece, without chunks, the rounding guard or value checks, all of which
+            # read tensors on the host; inductor fuses it into a few kernels.
+            if isinstance(sigma, Tensor):
+                sigma2 = sigma.to(self.device, self.dtype).reshape(-1).expand(batch) ** 2
+            else:
+                sigma2 = float(sigma) ** 2
+            return self._direct_chunk(x, sigma2, kind, inplace=False)
+        sigma2 = self._sigma2(sigma, batch)
+        per_example = isinstance(sigma2, Tensor)
+        expanded = self.eigvecs is None and (not per_example or self._isotropic)
+        inplace = not self._needs_grad(x, sigma2)
+        terms = self._expansion_terms(sigma2) if expanded else None
+        width = {"log_prob": (), "responsibilities": (n_comp,)}.get(kind, (dim,))
+        out = x.new_empty(batch, *width)
+        per_row = max(n_comp, 2 * dim) if expanded else n_comp * dim
+        if x.device.type == "cpu":
+            threaded = torch.get_num_threads() > 1
+            budget = _THREADED_CHUNK_ELEMENTS if threaded else _CHUNK_ELEMENTS
+            step = max(1, budget // per_row)
+        else:  # a GPU takes the batch whole
+            step = max(batch, 1)
+        if self.eigvecs is not None:
+            # each chunk reads every U_k ([K, d, d]) twice: enough rows to pay for it
+            step = max(step, 256)
+        for start in range(0, batch, step):
+            rows = slice(start, start + step)
+            s2 = sigma2[rows] if per_example else sigma2
+            if expanded:
+                value, redo = self._expanded_chunk(x[rows], s2, terms, kind, inplace)
+                if redo is not None and bool(redo.any()):
+                    index = redo.nonzero()[:, 0]
+                    exact = self._direct_chunk(
+                        x[rows][index], s2[index] if per_example else s2, kind, inplace
+                    )
+                    value = value.index_put((index,), exact)
+            else:
+                value = self._direct_chunk(x[rows], s2, kind, inplace)
+            if batch <= step:
+                return value.contiguous()
+            out[rows] = value
+        return out
+
+    def _expansion_terms(self, sigma2) -> dict[str, Tensor]:
+        """What the expanded form needs at σ² (a float) or per example (a ``[B]`` tensor).
+
+        Positions are centred on the mixture mean ``c``: ``x_c = x − c``, ``μ_c = μ − c``.
+        """
+        centre = self.weights @ self.means
+        means_c = self.means - centre
+        positive = self.weights > 0
+        terms = {
+            "centre": centre,
+            "means_c": means_c,
+            # |μ_c| per coordinate, the largest over components (for the rounding bound)
+            "spread": means_c.abs().amax(0),
+            "log_w_min": self.log_weights[positive].min(),
+        }
+        if isinstance(sigma2, Tensor):
+            terms["sq_norm_means"] = (means_c**2).sum(1)
+            return terms
+        var = self.eigvals + sigma2  # [K, d]
+        inv = 1.0 / var
+        base = self.log_weights - 0.5 * (torch.log(var).sum(1) + self.dim * _LOG_2PI)
+        terms.update(
+            inv=inv,
+            # joint_k = base_k − ½ Σ_j inv_kj (x_cj − μ_ckj)²
+            #         = base_k − ½ Σ_j μ_ckj² inv_kj  +  [−½ inv_k, μ_ck inv_k] · [x_c², x_c]
+            bias=base - 0.5 * (means_c**2 * inv).sum(1),
+            weights=torch.cat([-0.5 * inv, means_c * inv], dim=1),  # [K, 2d]
+            base_min=base[positive].min(),
+            inv_max=inv.amax(0),  # [d]
+        )
+        return terms
+
+    def _expanded_chunk(self, x: Tensor, sigma2, terms, kind: str, inplace: bool):
+        """``kind`` for rows ``x`` ``[n, d]`` from the expanded quadratic form, and the rows
+        whose rounding bound fails the guard.
+
+        Layout ``[K, n]``: the joint log-densities come out of one matrix product
+        ``[K, 2d] @ [2d, n]`` and the softmax over K reduces across rows of contiguous memory.
+        """
+        dim, n = self.dim, x.shape[0]
+        means_c, spread, centre = terms["means_c"], terms["spread"], terms["centre"]
+        if inplace:  # [x_c², x_c] written straight into the [2d, n] operand of the product
+            stacked = x.new_empty(2 * dim, n)
+            sq, xc = stacked[:dim], stacked[dim:]
+            torch.sub(x.T, centre[:, None], out=xc)
+            torch.mul(xc, xc, out=sq)
+        else:  # out= arguments do not record gradients
+            xc = (x - centre).T
+            sq = xc * xc
+            stacked = torch.cat([sq, xc])
+        if isinstance(sigma2, Tensor):
+            # isotropic components: joint_k = log w_k − ½ (d log v_k + d log 2π + |x_c − μ_ck|² / v_k)
+            lam = self.eigvals[:, 0]
+            var = lam[:, None] + sigma2  # [K, n]
+            inv = 1.0 / var
+            dist2 = torch.addmm(terms["sq_norm_means"][:, None], means_c, xc, alpha=-2.0)
+            dist2 = dist2 + sq.sum(0)
+            joint = self.log_weights[:, None] - 0.5 * (
+                dist2 * inv + dim * torch.log(var) + dim * _LOG_2PI
+            )
+            base_min = terms["log_w_min"] - 0.5 * dim * (torch.log(lam.amax() + sigma2) + _LOG_2PI)
+            inv_max = (1.0 / (lam.amin() + sigma2))[None]  # [1, n]
+        else:
+            joint = torch.addmm(terms["bias"][:, None], terms["weights"], stacked)
+            base_min = terms["base_min"]
+            inv_max = terms["inv_max"][:, None]  # [d, 1]
+        expo, total, peak = _shifted_exp(joint, inplace)
+        redo = _rounding_guard(xc, spread, inv_max, base_min - peak)
+        if kind == "log_prob":
+            return peak + torch.log(total), redo
+        if kind == "responsibilities":
+            return (expo / total).T, redo
+        if isinstance(sigma2, Tensor):
+            # per-example variances: weights r_k / v_k (score), r_k λ_k / v_k and r_k σ² / v_k
+            if kind == "score":
+                scaled = expo * inv
+                out = means_c.T @ scaled - xc * scaled.sum(0)
+            else:
+                shrink = (expo * (lam[:, None] * inv)).sum(0)
+                out = xc * shrink + means_c.T @ (expo * (sigma2 * inv))
+        else:
+            inv = terms["inv"]
+            if kind == "score":
+                # −Σ_k r_k (x_c − μ_ck) / v_k
+                mixed = torch.cat([inv, means_c * inv], dim=1).T @ expo  # [2d, n]
+                out = torch.addcmul(mixed[dim:], xc, mixed[:dim], value=-1.0)
+            else:
+                # m_k = μ_k + λ_k/v_k (x − μ_k) = c + (λ_k/v_k) x_c + (σ²/v_k) μ_ck
+                shrink = self.eigvals * inv
+                mixed = torch.cat([shrink, (sigma2 * inv) * means_c], dim=1).T @ expo
+                out = torch.addcmul(mixed[dim:], xc, mixed[:dim])
+        out = (out / total).T
+        return (out + terms["centre"] if kind == "denoise" else out), redo
+
+    def _direct_chunk(self, x: Tensor, sigma2, kind: str, inplace: bool) -> Tensor:
+        """``kind`` for rows ``x`` ``[n, d]`` from the rotated residuals ``z_k = U_kᵀ(x − μ_k)``,
+        laid out ``[K, d, n]`` (the module docstring's formulas, term by term)."""
+        diff = x.T[None] - self.means[:, :, None]  # [K, d, n]
+        if self.eigvecs is not None:
+            diff = torch.bmm(self.eigvecs.transpose(1, 2), diff)
+        var = self.eigvals[:, :, None] + sigma2  # [K, d, 1] or, per example, [K, d, n]
+        scaled = diff / var  # (Σ_k + σ²I)⁻¹ (x − μ_k) in the eigenbasis
+        quad = (diff * scaled).sum(1)
+        logdet = torch.log(var).sum(1)
+        joint = self.log_weights[:, None] - 0.5 * (quad + logdet + self.dim * _LOG_2PI)
+        expo, total, peak = _shifted_exp(joint, inplace)
+        if kind == "log_prob":
+            return peak + torch.log(total)
+        if kind == "responsibilities":
+            return (expo / total).T
+        if kind == "score":
+            weighted = -expo[:, None] * scaled
+        else:
+            weighted = expo[:, None] * (self.eigvals[:, :, None] * scaled)
+        if self.eigvecs is None:
+            out = weighted.sum(0)
+        else:  # Σ_k U_k w_k as one product [d, K d] @ [K d, n]
+            unrotate = self.eigvecs.permute(1, 0, 2).reshape(self.dim, -1)
+            out = unrotate @ weighted.reshape(-1, weighted.shape[-1])
+        if kind == "denoise":
+            out = out + self.means.T @ expo
+        return (out / total).T
+
     def _rotate(self, x: Tensor) -> Tensor:
         """``z_k = U_kᵀ (x − μ_k)``, ``[B, K, d]``."""
         diff = x[:, None, :] - self.means[None]
@@ -216,40 +449,21 @@ class GaussianMixture:
             return z
         return torch.einsum("kij,bkj->bki", self.eigvecs, z)
 
-    def _component_log_probs(self, z: Tensor, var: Tensor) -> Tensor:
-        """``log w_k + log N(x; μ_k, Σ_k + σ²I)`` from rotated ``z`` and variances ``var``."""
-        quad = (z**2 / var).sum(-1)
-        logdet = torch.log(var).sum(-1)
-        return self.log_weights - 0.5 * (quad + logdet + self.dim * _LOG_2PI)
-
-    def _blur_terms(self, x: Tensor, sigma):
-        """Rotated residuals, blurred variances and responsibilities at ``(x, σ)``."""
-        z = self._rotate(x)
-        sigma2 = self._sigma(sigma, x.shape[0]) ** 2  # [B or 1, 1, 1]
-        var = self.eigvals[None] + sigma2  # [B or 1, K, d]
-        joint = self._component_log_probs(z, var)  # [B, K]
-        return z, var, joint, sigma2
-
     # ------------------------------------------------------------------ densities and scores
     def log_prob(self, x: Tensor, sigma=0.0) -> Tensor:
         """``log p_σ(x)``, ``[B]``, with ``p_σ = Σ w_k N(μ_k, Σ_k + σ²I)``."""
         x, _, out_dtype = self._flatten(x)
-        joint = self._blur_terms(x, sigma)[2]
-        return torch.logsumexp(joint, dim=-1).to(out_dtype)
+        return self._evaluate(x, sigma, "log_prob").to(out_dtype)
 
     def responsibilities(self, x: Tensor, sigma=0.0) -> Tensor:
         """``P(component k | x)`` under ``p_σ``, ``[B, K]``: the posterior mixture weights."""
         x, _, out_dtype = self._flatten(x)
-        joint = self._blur_terms(x, sigma)[2]
-        return torch.softmax(joint, dim=-1).to(out_dtype)
+        return self._evaluate(x, sigma, "responsibilities").to(out_dtype)
 
     def score(self, x: Tensor, sigma=0.0) -> Tensor:
         """``∇_x log p_σ(x) = −Σ_k r_k(x) (Σ_k + σ²I)⁻¹ (x − μ_k)``, shaped like ``x``."""
         flat, shape, out_dtype = self._flatten(x)
-        z, var, joint, _ = self._blur_terms(flat, sigma)
-        resp = torch.softmax(joint, dim=-1)
-        grad = -(resp[..., None] * self._unrotate(z / var)).sum(1)
-        return grad.reshape(shape).to(out_dtype)
+        return self._evaluate(flat, sigma, "score").reshape(shape).to(out_dtype)
 
     def denoise(self, y: Tensor, sigma) -> Tensor:
         """The exact MMSE denoiser ``E[x | y = x + σz] = Σ_k w'_k m_k``, shaped like ``y``.
@@ -257,14 +471,15 @@ class GaussianMixture:
         ``m_k = μ_k + Σ_k (Σ_k + σ²I)⁻¹ (y − μ_k)``; equals ``y + σ² score(y, σ)`` (Tweedie).
         """
         flat, shape, out_dtype = self._flatten(y, "y")
-        z, var, joint, _ = self._blur_terms(flat, sigma)
-        resp = torch.softmax(joint, dim=-1)
-        means = self.means + self._unrotate(self.eigvals * z / var)  # m_k, [B, K, d]
-        return (resp[..., None] * means).sum(1).reshape(shape).to(out_dtype)
+        return self._evaluate(flat, sigma, "denoise").reshape(shape).to(out_dtype)
 
     def _posterior_terms(self, y: Tensor, sigma):
         """Posterior log-weights ``[B, K]``, means ``[B, K, d]`` and eigenvalues of ``S_k``."""
-        z, var, joint, sigma2 = self._blur_terms(y, sigma)
+        z = self._rotate(y)
+        sigma2 = self._sigma(sigma, y.shape[0]) ** 2  # [B or 1, 1, 1]
+        var = self.eigvals[None] + sigma2  # [B or 1, K, d]
+        quad = (z**2 / var).sum(-1)
+        joint = self.log_weights - 0.5 * (quad + torch.log(var).sum(-1) + self.dim * _LOG_2PI)
         log_w = torch.log_softmax(joint, dim=-1)
         means = self.means + self._unrotate(self.eigvals * z / var)
         post_vals = self.eigvals * sigma2 / var  # λσ²/(λ+σ²), [B or 1, K, d]
@@ -346,6 +561,43 @@ def _check_sigma_float(sigma, positive: bool = False) -> float:
         allowed = "> 0" if positive else ">= 0"
         raise ValueError(f"sigma must be finite and {allowed}, got {sigma}")
     return sigma
+
+
+def _rounding_guard(xc: Tensor, spread: Tensor, inv_max: Tensor, half_quad: Tensor):
+    """Rows ``[n]`` (bool, or None for none) where the expanded quadratic form may round worse
+    than ``_EXPANSION_LOSS`` times the direct form.
+
+    The direct form rounds relative to its terms, ``½ (x − μ_k)ᵀ(Σ_k + σ²I)⁻¹(x − μ_k)`` of the
+    dominant component (at least ``half_quad``, read off the largest joint log-density) plus
+    the ``d`` constants; the expanded form relative to ``½ Σ_j (|x_cj| + |μ_cj|)² / v_j``
+    (``xc`` ``[d, n]``, ``spread`` the largest ``|μ_cj|`` ``[d]``, ``inv_max`` the largest
+    ``1/v_j`` ``[d, 1]`` or, per example, ``[1, n]``). That bound grows with ``|x_c|``: taken
+    at the chunk's largest ``|x_cj|`` it usually clears every row at once.
+    """
+    dim = xc.shape[0]
+    low, high = torch.aminmax(xc, dim=1)
+    reach = torch.maximum(high, -low)[:, None]
+    limit = _EXPANSION_LOSS * dim
+    if bool((0.5 * ((reach + spread[:, None]) ** 2 * inv_max).sum(0) <= limit).all()):
+        return None
+    bound = 0.5 * (((xc.abs() + spread[:, None]) ** 2) * inv_max).sum(0)
+    return bound > _EXPANSION_LOSS * (half_quad.clamp_min(0.0) + dim)
+
+
+def _shifted_exp(joint: Tensor, inplace: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``exp(joint − max_k joint)`` ``[K, n]``, its sum over K and the max (both ``[n]``).
+
+    Exponents below ``_EXP_FLOOR`` are raised to it: their terms are below the rounding of
+    the dominant term's 1 either way, and ``exp`` of a number whose result is subnormal
+    runs an order of magnitude slower on CPUs.
+    """
+    peak = joint.amax(0)
+    floor = _EXP_FLOOR[joint.dtype] if joint.dtype in _EXP_FLOOR else -math.inf
+    if inplace:
+        expo = joint.sub_(peak).clamp_(min=floor).exp_()
+    else:
+        expo = (joint - peak).clamp(min=floor).exp()
+    return expo, expo.sum(0), peak
 
 
 def mixture_modes(

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from scoregen._util import append_dims
+from scoregen._util import append_dims, sigma_batch
+from scoregen.config import PROJECTIONS, WEIGHTINGS
 
 __all__ = [
     "WEIGHTINGS",
@@ -26,28 +27,11 @@ __all__ = [
     "ssm_loss",
 ]
 
-WEIGHTINGS = ("none", "ncsn", "edm")
-PROJECTIONS = ("rademacher", "gaussian")
-
-
-def _sigma_vector(sigma, x: Tensor) -> Tensor:
-    """σ as a ``[B]`` tensor on ``x``'s device and dtype (a float is broadcast)."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(device=x.device, dtype=x.dtype)
-        if sigma.ndim == 0 or sigma.shape == (1,):
-            return sigma.reshape(1).expand(x.shape[0])
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(
-                f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got {tuple(sigma.shape)}"
-            )
-        return sigma
-    return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
-
 
 def loss_weight(sigma: Tensor, weighting: str = "none", sigma_data: float = 0.5) -> Tensor:
     """λ(σ), the factor on the per-example denoising MSE ``‖D − x‖²/d``.
 
-    - ``"none"``: λ = 1, the plain MMSE objective of the seeds' DAEs.
+    - ``"none"``: λ = 1, the plain MMSE objective of a DAE.
     - ``"ncsn"``: λ = 1/σ². NCSN weights its score loss by σ²; since ``σ²(s − ∇log q) =
       D − x`` for ``q = N(x, σ²I)``, ``σ²‖s − ∇log q‖² = ‖D − x‖²/σ²``: the same objective.
     - ``"edm"``: λ = (σ² + σ_d²) / (σ σ_d)², EDM's eq. 8, which with its preconditioning gives
@@ -87,7 +71,7 @@ def dae_loss(
     ``x`` is a clean batch ``[B, ...]``; ``sigma`` a float or a ``[B]`` tensor; ``noise``
     fixes ``z`` (else drawn from ``generator``); λ is :func:`loss_weight`.
     """
-    sigma = _sigma_vector(sigma, x)
+    sigma = sigma_batch(sigma, x)
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     noisy = x + append_dims(sigma, x.ndim) * noise  # y = x + σz
@@ -99,7 +83,7 @@ def noisy_pair(
     x: Tensor, sigma, *, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
     """Two independent noisy copies of a clean batch: ``(x + σz₁, x + σz₂)``."""
-    s = append_dims(_sigma_vector(sigma, x), x.ndim)
+    s = append_dims(sigma_batch(sigma, x), x.ndim)
     first = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     second = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return x + s * first, x + s * second
@@ -121,7 +105,7 @@ def noise2noise_loss(
     training (the posterior mean ``E[x | y₁]``), with the loss floor raised by the target's
     noise variance (σ₂² per number for Gaussian noise). ``sigma`` is the input's level σ₁.
     """
-    sigma = _sigma_vector(sigma, noisy)
+    sigma = sigma_batch(sigma, noisy)
     denoised = denoiser(noisy, sigma)  # D(y₁, σ)
     return _weighted_mse(denoised, target, sigma, weighting, sigma_data)  # λ‖D(y₁) − y₂‖²/d
 

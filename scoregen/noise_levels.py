@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from scoregen._util import check_positive_float, check_positive_int
+from scoregen.config import NOISE_DISTRIBUTIONS
 
 __all__ = [
     "NOISE_DISTRIBUTIONS",
@@ -26,7 +27,6 @@ __all__ = [
     "log_uniform_sigmas",
 ]
 
-NOISE_DISTRIBUTIONS = ("fixed", "log_uniform", "geometric", "log_normal")
 
 # EDM's log-normal has unbounded support; its "range" (for buckets and the record) is the
 # central interval exp(P_mean ± 3 P_std), which holds 99.73 % of the draws.
@@ -38,7 +38,7 @@ def _where(generator: torch.Generator | None, device) -> torch.device | None:
 
 
 def fixed_sigmas(n: int, sigma: float, *, device=None, dtype=torch.float32) -> Tensor:
-    """``[n]`` copies of one σ (the seeds' single-level DAE)."""
+    """``[n]`` copies of one σ (a single-level DAE)."""
     return torch.full((n,), float(sigma), device=device, dtype=dtype)
 
 

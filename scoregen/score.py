@@ -6,7 +6,6 @@ import math
 import numbers
 from collections.abc import Callable
 
-import torch
 from torch import Tensor
 
 from scoregen._util import sigma_like
@@ -91,11 +90,3 @@ class FixedSigmaDenoiser:
 
     def __repr__(self) -> str:
         return f"FixedSigmaDenoiser(sigma={self.sigma:g}, net={self.net!r})"
-
-
-def as_tensor_sigma(sigma, batch: int, *, device=None, dtype=torch.float32) -> Tensor:
-    """σ as a ``[B]`` tensor (for networks that take one noise level per example)."""
-    if isinstance(sigma, Tensor):
-        sigma = sigma.to(device=device, dtype=dtype)
-        return sigma.expand(batch) if sigma.ndim == 0 or sigma.shape == (1,) else sigma
-    return torch.full((batch,), float(sigma), device=device, dtype=dtype)

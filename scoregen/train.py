@@ -30,17 +30,16 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from scoregen._util import append_dims, check_positive_float, check_positive_int
+from scoregen._util import append_dims, resolve_device
+from scoregen.config import OBJECTIVES, TrainConfig
 from scoregen.losses import (
-    PROJECTIONS,
-    WEIGHTINGS,
     dae_loss,
     esm_loss,
     loss_weight,
@@ -48,7 +47,7 @@ from scoregen.losses import (
     noisy_pair,
     ssm_loss,
 )
-from scoregen.noise_levels import NOISE_DISTRIBUTIONS, NoiseLevels
+from scoregen.noise_levels import NoiseLevels
 
 __all__ = [
     "OBJECTIVES",
@@ -61,8 +60,6 @@ __all__ = [
     "train",
 ]
 
-OBJECTIVES = ("dae", "n2n", "esm", "ssm")
-LR_SCHEDULES = ("constant", "cosine")
 # Explicit score matching costs one backward pass per dimension: toys only.
 ESM_MAX_DIM = 64
 # Fields that change the trajectory: a resumed run must agree on all of them.
@@ -72,105 +69,6 @@ _RESUME_FIELDS = (
     "n_projections", "projection", "batch_size", "lr", "lr_schedule", "warmup",
     "weight_decay", "grad_clip", "ema_decay", "ema_warmup", "seed", "amp",
 )  # fmt: skip
-
-
-@dataclass
-class TrainConfig:
-    """Everything :func:`train` needs; stored in the checkpoint it writes."""
-
-    # model: a family of scoregen.models.MODELS and its config fields (shape from the data)
-    model: str = "mlp"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    precond: str | None = None  # "edm" | "none" | None = the family's default (edm for MLP)
-    sigma_data: float | None = None  # EDM's σ_data; None = the data's std (4096 draws)
-    # data: a name of scoregen.data.DATASETS and its options (or pass a Dataset to train)
-    data: str = "ncsn2d"
-    data_options: dict[str, Any] = field(default_factory=dict)
-    # noise levels (scoregen.noise_levels): fixed | log_uniform | geometric | log_normal
-    noise: str = "log_uniform"
-    sigma: float | None = None  # the fixed σ (real Noise2Noise pairs: their pair_sigma)
-    sigma_min: float = 0.01
-    sigma_max: float = 10.0
-    n_levels: int = 10  # geometric ladder
-    p_mean: float = -1.2  # log-normal, EDM's defaults
-    p_std: float = 1.2
-    # objective: dae | n2n (Noise2Noise) | esm | ssm (score matching, toys)
-    objective: str = "dae"
-    # none | ncsn | edm (scoregen.losses.loss_weight); None: "edm" over a σ range (every level
-    # on the same loss scale; unweighted, small σ barely count and their scores come out
-    # wrong), "none" at a fixed σ (one level: λ would only rescale the loss)
-    weighting: str | None = None
-    n_projections: int = 1  # ssm
-    projection: str = "rademacher"  # ssm: rademacher | gaussian
-    # optimisation
-    steps: int = 2000
-    batch_size: int = 256
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"  # constant | cosine (to 0 after warmup)
-    warmup: int = 100  # linear learning-rate warmup steps
-    weight_decay: float = 0.0
-    grad_clip: float | None = 1.0  # max gradient norm; None or 0 = off
-    ema_decay: float = 0.999
-    ema_warmup: bool = True  # β_t = min(β, (1 + t)/(10 + t)): early EMA forgets the init
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA (dae, n2n); ignored on CPU
-    # output
-    out_dir: str | None = None  # holds checkpoint.safetensors and metrics.jsonl by default
-    checkpoint: str | None = None  # the checkpoint path (its resume state goes beside it)
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = only at the end
-    log_every: int = 100
-    metrics_file: str | None = None  # JSONL, one object per log line
-    resume: str | None = None  # a checkpoint (or its .resume.pt) to continue; written back there
-    # unless out_dir / checkpoint name another place
-    progress: bool = True
-
-    def __post_init__(self):
-        if self.weighting is None:
-            self.weighting = "none" if self.noise == "fixed" else "edm"
-        choices = {
-            "noise": NOISE_DISTRIBUTIONS,
-            "objective": OBJECTIVES,
-            "weighting": WEIGHTINGS,
-            "projection": PROJECTIONS,
-            "lr_schedule": LR_SCHEDULES,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("steps", "batch_size", "log_every", "n_projections"):
-            check_positive_int(name, getattr(self, name))
-        for name in ("warmup", "checkpoint_every", "seed"):
-            check_positive_int(name, getattr(self, name), minimum=0)
-        check_positive_float("lr", self.lr)
-        check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
-        if self.grad_clip is not None:
-            check_positive_float("grad_clip", self.grad_clip, allow_zero=True)
-        if self.sigma_data is not None:
-            check_positive_float("sigma_data", self.sigma_data)
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not isinstance(self.model_config, dict) or not isinstance(self.data_options, dict):
-            raise TypeError("model_config and data_options must be dicts")
-        if self.sigma is not None:
-            check_positive_float("sigma", self.sigma)
-        if self.noise != "fixed":
-            self.noise_levels(sigma=1.0)  # validates the range / log-normal parameters
-
-    def noise_levels(self, sigma: float | None = None) -> NoiseLevels:
-        """The :class:`NoiseLevels` these fields describe (``sigma`` overrides the fixed σ)."""
-        sigma = self.sigma if sigma is None else sigma
-        if self.noise == "fixed" and sigma is None:
-            raise ValueError("noise='fixed' needs sigma (the single training noise level)")
-        return NoiseLevels(
-            self.noise,
-            sigma=0.0 if sigma is None else sigma,
-            sigma_min=self.sigma_min,
-            sigma_max=self.sigma_max,
-            n_levels=self.n_levels,
-            p_mean=self.p_mean,
-            p_std=self.p_std,
-        )
 
 
 @dataclass
@@ -233,15 +131,6 @@ def estimate_sigma_data(data, n: int = 4096, seed: int = 0) -> float:
     return max(data.sample(n, generator).double().std().item(), 1e-3)
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return resolved
-
-
 @dataclass
 class _Parallel:
     """This process's place in a data-parallel run (world_size 1: a single process)."""
@@ -284,7 +173,7 @@ class _Parallel:
 def _join_process_group(device_choice: str) -> tuple[_Parallel, torch.device]:
     """The process group this run trains in (initialised here when launched by torchrun)
     and this rank's device: ``cuda:LOCAL_RANK`` for device auto / cuda."""
-    device = _resolve_device(device_choice)
+    device = resolve_device(device_choice)
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
         owns = False
@@ -521,7 +410,7 @@ def _train(
         save_checkpoint,
         save_resume_state,
     )
-    from scoregen.data import load_dataset
+    from scoregen.data import dataset_stats, load_dataset
 
     if data is None:
         # rank 0 loads first, so a data set it downloads is fetched once, then the others
@@ -574,6 +463,8 @@ def _train(
         sigma_data = float(state["sigma_data"])
     else:
         sigma_data = config.sigma_data or estimate_sigma_data(data, seed=config.seed)
+    # what the checkpoint says of the data: its record and where it lies (the samplers' start)
+    data_record = {**data.record(), "stats": dataset_stats(data, seed=config.seed)}
     checkpoint_path, metrics_path = _paths(config)
     if state is not None and checkpoint_path is None:  # continue writing where it was
         checkpoint_path = source.with_name(source.name.removesuffix(".resume.pt") + ".safetensors")
@@ -671,7 +562,7 @@ def _train(
                 save_checkpoint(
                     checkpoint_path,
                     ema,
-                    data=data,
+                    data=data_record,
                     sigma=noise.record(),
                     training=training_summary(step, wall),
                 )

@@ -14,6 +14,7 @@ from scoregen.data import (
     DATASETS,
     Dataset,
     dataset_options,
+    from_data_space,
     load_dataset,
     noise2noise_pairs,
     split_indices,
@@ -194,6 +195,27 @@ def test_record_maps_samples_back_to_clipped_pixels():
     assert torch.equal(to_data_space(x, record, clip=True), torch.tensor([0, 0, 0.5, 1, 1.0]))
     assert torch.equal(data.to_data_space(x, clip=True), to_data_space(x, record, clip=True))
     assert torch.allclose(data.from_data_space(data.to_data_space(x)), x)
+
+
+@pytest.mark.parametrize(
+    "normalization",
+    [{}, {"scale": 0.5, "shift": 0.5}, {"scale": 1 / 3, "shift": -0.25}, {"scale": 7.5, "shift": 2.0}],
+)
+def test_from_data_space_is_the_inverse_of_to_data_space(normalization):
+    record = {"normalization": normalization}
+    x = torch.randn(64, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    # float64 round trips: two roundings of relative size 2^-53 each
+    torch.testing.assert_close(from_data_space(to_data_space(x, record), record), x, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(to_data_space(from_data_space(x, record), record), x, rtol=1e-14, atol=1e-14)
+    scale, shift = normalization.get("scale", 1.0), normalization.get("shift", 0.0)
+    torch.testing.assert_close(from_data_space(x, record), (x - shift) / scale, rtol=0, atol=0)
+
+
+def test_from_data_space_gives_back_the_model_inputs_of_an_image_dataset():
+    data = load_digits_cached()
+    pixels = data.to_data_space(data.train)  # k/16 in [0, 1]: every step exact in float32
+    assert torch.equal(from_data_space(pixels, data.record()), data.train)
+    assert torch.equal(data.from_data_space(pixels), data.train)
 
 
 # ------------------------------------------------------------------------------ patches

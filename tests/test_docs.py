@@ -23,6 +23,17 @@ def test_every_public_name_is_in_the_api_reference():
         assert f"`{name}`" in text, f"docs/api.md does not list {name}"
 
 
+def test_the_public_names_of_data_plot_and_metrics_are_in_the_api_reference():
+    import scoregen.data
+    import scoregen.metrics
+    import scoregen.plot
+
+    text = (DOCS / "api.md").read_text()
+    for module in (scoregen.data, scoregen.plot, scoregen.metrics):
+        missing = [name for name in module.__all__ if f"`{name}" not in text]
+        assert not missing, f"docs/api.md does not mention {module.__name__}'s {missing}"
+
+
 def test_relative_links_in_docs_and_readme_resolve():
     pages = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
     broken = []

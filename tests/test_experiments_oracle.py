@@ -17,7 +17,14 @@ from scipy import integrate, optimize, stats
 from scipy.special import logsumexp
 
 from experiments import blurred_density, posterior_mean_vs_map, score_fields
-from experiments._common import list_experiments, load_experiment, main, to_jsonable
+from experiments._common import (
+    describe,
+    list_experiments,
+    load_experiment,
+    main,
+    summarize,
+    to_jsonable,
+)
 from scoregen.gmm import preset
 
 # ---------------------------------------------------------------------- the 1-D prior in numpy
@@ -441,19 +448,61 @@ def test_experiments_are_discovered_and_unknown_names_rejected():
         load_experiment("nope")
 
 
-def test_main_parses_arguments_runs_and_prints_the_numbers(tmp_path, capsys):
+def test_main_parses_arguments_runs_and_prints_a_summary_or_the_json(tmp_path, capsys):
     threads = torch.get_num_threads()
     try:
         argv = ["--out", str(tmp_path), "--seed", "2", "--threads", "1"]
         numbers = main(posterior_mean_vs_map.run, "doc", argv=argv)
         assert torch.get_num_threads() == 1
+        printed = capsys.readouterr().out
+        assert printed.startswith(summarize(numbers, "posterior_mean_vs_map") + "\n"), printed
+        assert len(printed.splitlines()) <= 41, printed
+        assert f"wrote {tmp_path}/" in printed
+        numbers = main(posterior_mean_vs_map.run, "doc", argv=[*argv, "--json"])
     finally:
         torch.set_num_threads(threads)
-    printed = json.loads(capsys.readouterr().out)
+    text = capsys.readouterr().out
+    printed = json.loads(text[: text.rindex("}") + 1])
     assert printed == to_jsonable(numbers)
     assert json.loads((tmp_path / "posterior_mean_vs_map.json").read_text()) == printed
     with pytest.raises(SystemExit):
         main(posterior_mean_vs_map.run, "doc", argv=["--threads", "0"])
+
+
+def test_summary_puts_scalars_on_lines_records_in_tables_and_leaves_long_lists_out():
+    numbers = {
+        "n": 3,
+        "loss": 0.123456,
+        "curve": list(range(50)),
+        "rows": [{"sigma": 0.5, "mse": 0.25}, {"sigma": 1.0, "mse": 0.75}],
+        "nested": {"ok": True, "weights": [0.8, 0.2]},
+    }
+    text = summarize(numbers)
+    lines = text.splitlines()
+    assert lines[0] == "n 3, loss 0.1235"
+    assert lines[1:5] == ["rows:", "    sigma   mse", "      0.5  0.25", "        1  0.75"]
+    assert "nested: ok true, weights [0.8, 0.2]" in lines
+    assert "49" not in text  # the 50-long list stays in the JSON
+    long = {"rows": [{"i": i} for i in range(100)], **{f"k{i}": {"v": i} for i in range(60)}}
+    cut = summarize(long, None).splitlines()
+    assert len(cut) == 40 and cut[-1].startswith("... ") and "more rows" in "\n".join(cut)
+
+
+def test_every_experiment_has_a_whole_first_sentence_as_its_description():
+    for name in list_experiments():
+        text = describe(name)
+        assert text.endswith((".", "!", "?")) and len(text) > 20, (name, text)
+        assert "\n" not in text
+    assert describe("digits").endswith("annealed Langevin from pure noise.")
+
+
+def test_experiment_summaries_are_short_for_the_gallery_numbers():
+    from experiments.gallery import DOCS, NUMBERS_FILE
+
+    entries = json.loads((DOCS / "gallery" / NUMBERS_FILE).read_text())
+    for name, entry in entries.items():
+        text = summarize(entry["numbers"], name)
+        assert 0 < len(text.splitlines()) <= 40, (name, text)
 
 
 def test_to_jsonable_converts_tensors_arrays_and_non_finite_numbers():

@@ -340,7 +340,7 @@ def test_progress_bar_on_when_asked_and_off_when_false(capsys):
             "descending",
         ),
         (
-            lambda x: annealed_langevin(standard_normal_score, x, [1.0, 0.0]),
+            lambda x: annealed_langevin(standard_normal_score, x, [1.0, 0.0, 0.0]),
             ValueError,
             "sigmas must be finite and > 0",
         ),

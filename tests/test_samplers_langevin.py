@@ -82,7 +82,7 @@ def mixture_cdf_tempered(mixture, sigma, temperature):
 @pytest.mark.parametrize("temperature", [1.0, 0.5])
 def test_ula_1d_mixture_ks_matches_p_sigma_tempered(temperature):
     # 0.7 N(−2, 0.5²) + 0.3 N(2, 0.5²) blurred at σ = 1.5: two modes that chains cross
-    # within the run. T = 1 targets p_σ; T = 0.5 (the seed's sqrt(ε) noise) p_σ² normalised.
+    # within the run. T = 1 targets p_σ; T = 0.5 (noise sqrt(ε) z) p_σ² normalised.
     mixture = preset("bimodal1d")
     sigma, n_chains = 1.5, 10_000
     g = torch.Generator().manual_seed(1)
@@ -143,7 +143,7 @@ def test_annealed_langevin_recovers_ncsn_weights_where_plain_langevin_does_not()
 
 
 def test_langevin_temperature_half_is_the_seed_loop():
-    # seeds/001: x ← x + ε s(x) + sqrt(ε) z, with the same noise stream.
+    # The sqrt(ε) z loop: x ← x + ε s(x) + sqrt(ε) z, with the same noise stream.
     mixture = preset("ring8")
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     step_size, n_steps = 0.01, 5

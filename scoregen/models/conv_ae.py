@@ -1,4 +1,4 @@
-"""Convolutional autoencoder with a fully connected bottleneck of chosen size (seeds/003)."""
+"""Convolutional autoencoder with a fully connected bottleneck of chosen size."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ class ConvAEConfig:
 
     shape: tuple[int, ...] = (1, 28, 28)  # one example (C, H, W); the bottleneck fixes H, W
     channels: tuple[int, ...] = (16, 32, 64)  # width per resolution; each next one halves H, W
-    latent_dim: int = 200  # bottleneck size (seeds/003 compares 200 with 1000)
+    latent_dim: int = 200  # bottleneck size
     embed_dim: int = 32  # noise-level embedding width; 0 = none
     sigma_map: bool = False  # also feed c_noise as a constant extra input channel
     activation: str = "silu"  # silu | gelu | relu | elu
@@ -60,7 +60,7 @@ class ConvAE(nn.Module):
     and ``sigma_map = False`` the net ignores ``c_noise`` (a fixed-σ DAE).
 
     ``ConvAEConfig(shape=(3, 32, 32), channels=(16, 32, 64), latent_dim=200, embed_dim=0,
-    activation="relu")`` is the seed's CIFAR-10 autoencoder shape (64×8×8 -> 200).
+    activation="relu")`` is a CIFAR-10 autoencoder with a 64×8×8 -> 200 bottleneck.
     """
 
     def __init__(self, config: ConvAEConfig):

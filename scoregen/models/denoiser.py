@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor, nn
 
-from scoregen._util import append_dims
+from scoregen._util import append_dims, sigma_batch
 
 __all__ = ["Denoiser", "PRECONDITIONINGS"]
 
@@ -23,7 +24,7 @@ class Denoiser(nn.Module):
         c_skip = σ_d² / (σ² + σ_d²),  c_out = σ σ_d / sqrt(σ² + σ_d²),
         c_in   = 1 / sqrt(σ² + σ_d²), c_noise = log(σ) / 4
 
-    ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (the seeds' plain DAE).
+    ``precond="none"``: ``D(x, σ) = net(x, log(σ) / 4)`` (a plain DAE: the net sees σ only through ``c_noise``).
 
     ``precond=None`` takes the net's own choice: the first of its ``preconditionings``
     attribute when it has one (deepinv's DnCNN/DRUNet allow only ``"none"``: they take σ in
@@ -61,7 +62,8 @@ class Denoiser(nn.Module):
         self.sigma_data = float(sigma_data)
         self.fixed_sigma = None if fixed_sigma is None else float(fixed_sigma)
 
-    def _sigma_batch(self, sigma, x: Tensor) -> Tensor:
+    def _sigma_levels(self, sigma, x: Tensor) -> Tensor:
+        """σ as a ``[B]`` tensor, or ``[1]`` when one σ serves the whole batch."""
         if sigma is None:
             if self.fixed_sigma is None:
                 raise ValueError(
@@ -80,19 +82,14 @@ class Denoiser(nn.Module):
                         f"this denoiser was trained at the single noise level "
                         f"sigma={self.fixed_sigma:g}; it cannot be used at sigma={value:g}"
                     )
-        if isinstance(sigma, Tensor):
-            sigma = sigma.to(device=x.device, dtype=x.dtype)
-            if sigma.ndim == 0 or sigma.shape == (1,):
-                return sigma.reshape(1).expand(x.shape[0])
-            if sigma.shape != (x.shape[0],):
-                raise ValueError(
-                    f"sigma must be a float or a [B] = [{x.shape[0]}] tensor, got {tuple(sigma.shape)}"
-                )
-            return sigma
-        return torch.full((x.shape[0],), float(sigma), device=x.device, dtype=x.dtype)
+        # One σ for the batch stays one number, [1]: the net then embeds it once and every
+        # preconditioning factor broadcasts (no per-example copies, no device synchronisation).
+        return sigma_batch(sigma, x, keep_single=True)
 
     def forward(self, x: Tensor, sigma=None) -> Tensor:
-        sigma = self._sigma_batch(sigma, x)
+        if isinstance(sigma, numbers.Real) and self.fixed_sigma is None:
+            return self._forward_one_level(x, float(sigma))
+        sigma = self._sigma_levels(sigma, x)
         c_noise = sigma.log() / 4
         if self.precond == "none":
             return self.net(x, c_noise)
@@ -102,6 +99,23 @@ class Denoiser(nn.Module):
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1 / (s**2 + sd2).sqrt()
         return c_skip * x + c_out * self.net(c_in * x, c_noise)
+
+    def _forward_one_level(self, x: Tensor, sigma: float) -> Tensor:
+        """The same for one σ given as a number (every sampler's call): the preconditioning
+        factors are numbers, so a step costs the network and two fused element-wise ops
+        instead of a dozen tensor operations on [1]-shaped factors."""
+        if not (sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be finite and > 0, got {sigma}")
+        c_noise = torch.full((1,), math.log(sigma) / 4, device=x.device, dtype=x.dtype)
+        if self.precond == "none":
+            return self.net(x, c_noise)
+        sd2 = self.sigma_data**2
+        norm = math.sqrt(sigma**2 + sd2)
+        c_skip, c_out, c_in = sd2 / (sigma**2 + sd2), sigma * self.sigma_data / norm, 1 / norm
+        out = self.net(x * c_in, c_noise)
+        if torch.is_grad_enabled() and (out.requires_grad or x.requires_grad):
+            return c_skip * x + c_out * out
+        return out.mul_(c_out).add_(x, alpha=c_skip)
 
     def extra_repr(self) -> str:
         return f"precond={self.precond!r}, sigma_data={self.sigma_data:g}, fixed_sigma={self.fixed_sigma}"

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from scoregen.models.mlp import sinusoidal_embedding
+from scoregen.models.mlp import embedding_levels, sinusoidal_embedding
 
 __all__ = [
     "ACTIVATIONS",
@@ -32,7 +32,7 @@ def activation_gain(activation: nn.Module) -> float:
     """``1 / sqrt(E[act(z)²])`` for ``z ~ N(0, 1)``: the weight scale (times ``1/sqrt(fan_in)``)
     that keeps the second moment of pre-activations constant from layer to layer (He et al.
     2015; ``sqrt(2)`` for ReLU). The expectation is a quadrature on [-10, 10]."""
-    z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64)
+    z = torch.linspace(-10.0, 10.0, 20_001, dtype=torch.float64, device="cpu")  # not "meta"
     density = torch.exp(-(z**2) / 2) / math.sqrt(2 * math.pi) * (z[1] - z[0])
     return float((density * activation(z) ** 2).sum().rsqrt())
 
@@ -73,7 +73,8 @@ class NoiseEmbedding(nn.Module):
 
 
 def append_sigma_map(x: Tensor, c_noise: Tensor) -> Tensor:
-    """``[B, C, H, W]`` -> ``[B, C + 1, H, W]`` with ``c_noise`` as a constant extra channel."""
+    """``[B, C, H, W]`` -> ``[B, C + 1, H, W]`` with ``c_noise`` (``[B]`` or ``[1]``) as a
+    constant extra channel."""
     plane = c_noise.to(x.dtype).reshape(-1, 1, *([1] * (x.ndim - 2)))
     return torch.cat([x, plane.expand(x.shape[0], 1, *x.shape[2:])], dim=1)
 
@@ -82,6 +83,9 @@ def noise_inputs(
     net: nn.Module, x: Tensor, c_noise: Tensor | None, *, exact_size: bool = False
 ) -> tuple[Tensor, Tensor | None]:
     """The input (with the σ map when configured) and the embedding (or None) of a family's net.
+
+    The embedding is ``[B, dim]``, or ``[1, dim]`` when the batch has one noise level (it
+    broadcasts wherever a block adds its projection).
 
     Shared by the image families: ``net.config`` has ``shape``, ``embed_dim`` and
     ``sigma_map``; ``net.embedding`` is a :class:`NoiseEmbedding` or None. ``x`` must be
@@ -101,13 +105,14 @@ def noise_inputs(
         )
     if conditioned:
         c_noise = c_noise.reshape(-1)
-        if c_noise.shape[0] == 1:
-            c_noise = c_noise.expand(x.shape[0])
-        if c_noise.shape[0] != x.shape[0]:
+        if c_noise.shape[0] not in (1, x.shape[0]):
             raise ValueError(
                 f"c_noise must have shape [B] = [{x.shape[0]}], got {tuple(c_noise.shape)}"
             )
     if net.config.sigma_map:
         x = append_sigma_map(x, c_noise)
-    emb = net.embedding(c_noise, x.dtype) if net.embedding is not None else None
+    emb = None
+    if net.embedding is not None:
+        # [1, dim] for a batch at one σ: every block's projection of it then broadcasts
+        emb = net.embedding(embedding_levels(c_noise), x.dtype)
     return x, emb

@@ -1,4 +1,4 @@
-"""A small U-Net with noise-level embedding (FiLM per residual block), the seeds/000 baseline."""
+"""A small U-Net with noise-level embedding (FiLM per residual block)."""
 
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ from scoregen._util import check_positive_int, sigma_like
 __all__ = [
     "SamplerDivergence",
     "TrajectoryRecorder",
+    "curvature_step",
+    "denoised",
     "langevin_update",
     "randn_like",
 ]
@@ -92,11 +94,16 @@ def langevin_update(
     return out
 
 
-def langevin_step(score, x: Tensor, sigma, step_size, temperature: float, generator) -> Tensor:
-    """``x + ε s(x, σ) + sqrt(2 ε T) z`` with fresh noise ``z`` from ``generator``."""
-    grad = score(x, sigma)
+def langevin_step(
+    score, x: Tensor, sigma, step_size, temperature: float, generator, grad: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``x + ε s(x, σ) + sqrt(2 ε T) z`` with fresh noise ``z`` from ``generator``; returns the
+    new batch and the score at the old one (``grad``, when the caller already has it, is used
+    instead of a new evaluation)."""
+    if grad is None:
+        grad = score(x, sigma)
     noise = randn_like(x, generator) if temperature > 0 else None
-    return langevin_update(x, grad, step_size, temperature, noise)
+    return langevin_update(x, grad, step_size, temperature, noise), grad
 
 
 def tweedie_step(score, x: Tensor, sigma) -> Tensor:
@@ -107,6 +114,40 @@ def tweedie_step(score, x: Tensor, sigma) -> Tensor:
             f"the score returned shape {tuple(grad.shape)} for x of shape {tuple(x.shape)}"
         )
     return x + sigma_like(sigma, x) ** 2 * grad
+
+
+def denoised(x: Tensor, grad: Tensor, sigma) -> Tensor:
+    """Tweedie's estimate of the clean data behind ``x`` at level σ, ``x + σ² s(x, σ)``, from a
+    score already computed (what samplers hand their callback as ``"denoised"``)."""
+    return x + sigma_like(sigma, x) ** 2 * grad
+
+
+def curvature_step(
+    score, x: Tensor, sigma: float, step_scale: float, generator
+) -> tuple[float, Tensor]:
+    """A Langevin step size for level σ that adapts to the data: ``step_scale / κ``, where κ
+    is the mean curvature of ``−log p_σ`` at the chains ``x``, estimated with one Hutchinson
+    probe per chain and a finite difference over the length σ::
+
+        κ = −mean_b z_bᵀ (s(x_b + σ z_b, σ) − s(x_b, σ)) / (σ d),    z_b ~ N(0, I)
+
+    (``E[zᵀ∇s z] = tr ∇s = −tr ∇²(−log p_σ)``). For a Gaussian of variance ``v`` per
+    coordinate, κ = 1/(v + σ²), so the step is ``step_scale (v + σ²)``: NCSN's
+    ``step_scale σ²`` while σ dwarfs the data's spread, and ``step_scale v`` once σ is below
+    it, where σ² would stall the chains. The result is clamped to
+    ``[step_scale σ², step_scale (σ² + the chains' variance per coordinate)]`` (``κ <= 1/σ²``
+    always; a flat region or a single chain falls back to NCSN's step). Returns the step and
+    ``s(x, σ)`` (the first Langevin step reuses it): one extra score evaluation in all.
+    """
+    grad = score(x, sigma)
+    probe = randn_like(x, generator)
+    shifted = score(x + sigma * probe, sigma)
+    n, d = x.shape[0], x[0].numel()
+    kappa = -float((probe * (shifted - grad)).sum()) / (sigma * d * n)
+    spread = float(x.reshape(n, -1).var(dim=0).mean()) if n > 1 else 0.0
+    low, high = sigma**2, sigma**2 + spread
+    inverse = 1.0 / kappa if kappa > 0 and math.isfinite(kappa) else low
+    return step_scale * min(max(inverse, low), high), grad
 
 
 # ---------------------------------------------------------------------------- argument checks
@@ -140,24 +181,46 @@ def check_sigma_arg(sigma, x: Tensor):
     return sigma
 
 
-def sigma_list(sigmas, *, min_length: int = 1, name: str = "sigmas") -> list[float]:
-    """A descending ladder of positive noise levels as Python floats (one host copy up front)."""
+def sigma_list(
+    sigmas, *, min_length: int = 1, name: str = "sigmas", allow_final_zero: bool = False
+) -> list[float]:
+    """A descending ladder of positive noise levels as Python floats (one host copy up front).
+
+    With ``allow_final_zero`` the ladder may end in 0, k-diffusion's convention for "finish
+    by denoising"; the 0 stays in the returned list (the caller turns it into a Tweedie step).
+    """
     if isinstance(sigmas, Tensor):
         values = sigmas.detach().to("cpu", torch.float64)
     elif isinstance(sigmas, Sequence):
         values = torch.as_tensor(list(sigmas), dtype=torch.float64)
     else:
         raise TypeError(f"{name} must be a 1-D tensor or a sequence, got {type(sigmas).__name__}")
-    if values.ndim != 1 or values.numel() < min_length:
+    zero_end = allow_final_zero and values.ndim == 1 and values.numel() > 1 and values[-1] == 0
+    positive = values[:-1] if zero_end else values
+    if values.ndim != 1 or positive.numel() < min_length:
         raise ValueError(
-            f"{name} must be 1-D with at least {min_length} entries, got shape "
+            f"{name} must be 1-D with at least {min_length} positive entries, got shape "
             f"{tuple(values.shape)}"
         )
-    if not torch.isfinite(values).all() or (values <= 0).any():
-        raise ValueError(f"{name} must be finite and > 0, got {values.tolist()}")
+    if not torch.isfinite(positive).all() or (positive <= 0).any():
+        allowed = "> 0 (a final 0 is allowed)" if allow_final_zero else "> 0"
+        raise ValueError(f"{name} must be finite and {allowed}, got {values.tolist()}")
     if (values[1:] > values[:-1]).any():
         raise ValueError(f"{name} must be descending (largest first), got {values.tolist()}")
     return values.tolist()
+
+
+def split_final_zero(levels: list[float], final_denoise: bool) -> tuple[list[float], bool]:
+    """``(positive levels, denoise at the end)`` from a ladder that may end in 0: a trailing 0
+    asks for the final Tweedie step, and contradicts ``final_denoise=False``."""
+    if levels and levels[-1] == 0:
+        if not final_denoise:
+            raise ValueError(
+                "sigmas ends in 0, which asks for the final denoising step, but "
+                "final_denoise=False; drop the trailing 0 or the final_denoise=False"
+            )
+        return levels[:-1], True
+    return levels, final_denoise
 
 
 def check_progress(progress) -> None:

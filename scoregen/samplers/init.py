@@ -76,7 +76,7 @@ def init_from_data(
     n: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Data points plus noise, ``x + σ z`` (the start of the Langevin loop in seeds/001).
+    """Data points plus noise, ``x + σ z`` (chains that start next to the data).
 
     ``data`` is a batch ``[N, ...]``. With ``n=None`` every row is used once; otherwise
     ``n`` rows are drawn uniformly with replacement. The result has ``data``'s device and

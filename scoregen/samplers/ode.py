@@ -11,6 +11,7 @@ from scoregen.samplers._common import (
     check_batch,
     check_callable,
     sigma_list,
+    split_final_zero,
     tweedie_step,
 )
 
@@ -48,7 +49,9 @@ def probability_flow(
     the data's spread. The score is never evaluated at σ = 0; with ``final_denoise`` the last
     step goes from σ_L to 0 by one Euler step, ``x + σ_L² s(x, σ_L)``, which is exactly the
     Tweedie denoiser (k-diffusion likewise ends its Heun sampler with an Euler step to 0).
-    The callback sees one step per ODE step, with ``step_size = σ_i − σ_{i+1}``. There is no
+    A ladder ending in 0 (k-diffusion's convention) asks for that final step too.
+    The callback sees one step per ODE step, with ``step_size = σ_i − σ_{i+1}`` and
+    ``denoised``, Tweedie's estimate ``x + σ_i² s(x, σ_i)`` at the step's input. There is no
     ``generator``: all the randomness is in the starting batch. Other options as in
     :func:`langevin`.
     """
@@ -56,7 +59,13 @@ def probability_flow(
     x = check_batch(x)
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    levels = sigma_list(sigmas, min_length=1 if final_denoise else 2)
+    levels, final_denoise = split_final_zero(
+        sigma_list(sigmas, allow_final_zero=True), final_denoise
+    )
+    if len(levels) < (1 if final_denoise else 2):
+        raise ValueError(
+            f"sigmas must hold at least {1 if final_denoise else 2} positive levels, got {levels}"
+        )
     total = len(levels) - 1 + bool(final_denoise)
 
     def drift(v: Tensor, sigma: float) -> Tensor:
@@ -78,13 +87,14 @@ def probability_flow(
         for i, (sigma, sigma_next) in enumerate(zip(levels[:-1], levels[1:])):
             h = sigma_next - sigma
             d = drift(x, sigma)
+            extra = {"denoised": x - sigma * d} if loop.wants_info else {}  # x + σ² s
             x_euler = x + h * d
             if solver == "euler":
                 x = x_euler
             else:
                 # Heun's trapezoid: average the slopes at both ends of the step.
                 x = x + (0.5 * h) * (d + drift(x_euler, sigma_next))
-            loop.step(x, level=i, sigma=sigma, step_size=-h, sigma_next=sigma_next)
+            loop.step(x, level=i, sigma=sigma, step_size=-h, sigma_next=sigma_next, **extra)
         if final_denoise:
             # Euler from σ_L to 0: x + (0 − σ_L)(−σ_L s) = x + σ_L² s (Tweedie).
             x = tweedie_step(score, x, levels[-1])

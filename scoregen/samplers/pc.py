@@ -11,10 +11,12 @@ from scoregen.samplers._common import (
     SamplerLoop,
     check_batch,
     check_callable,
+    denoised,
     langevin_step,
     langevin_update,
     randn_like,
     sigma_list,
+    split_final_zero,
     tweedie_step,
 )
 
@@ -71,9 +73,11 @@ def predictor_corrector(
       noise breaks the Langevin move's invariance, and on a 2-D mixture the samples then
       fail a two-sample test against exact draws (tests/test_samplers_mcmc.py).
 
-    ``x`` should start near ``p_{σ_0}``, e.g. ``σ_0 z`` (:func:`init_noise`) when σ_0 is
-    much larger than the data's spread. With ``final_denoise`` a last Tweedie step
-    ``x + σ_L² s(x, σ_L)`` removes the noise of the last level. The callback sees one step per
+    ``x`` should start near ``p_{σ_0}``: the data's mean plus noise of variance σ_0² + the
+    data's variance (``σ_0 z`` alone only when σ_0 dwarfs the data's spread and mean). With
+    ``final_denoise`` a last Tweedie step ``x + σ_L² s(x, σ_L)`` removes the noise of the last
+    level; a ladder ending in 0 (k-diffusion's convention) asks for it too. The callback's
+    dict holds ``denoised``, Tweedie's estimate ``x + σ² s(x, σ)`` at each move's input. The callback sees one step per
     predictor and per corrector move (``phase`` ``"predictor"`` / ``"corrector"`` /
     ``"denoise"``); the corrector's ``step_size`` is a 0-d tensor (``"batch"``) or the
     per-chain ``[B, 1, …]`` tensor (``"example"``), left on the device (no sync).
@@ -81,7 +85,11 @@ def predictor_corrector(
     """
     check_callable("score", score)
     x = check_batch(x)
-    levels = sigma_list(sigmas, min_length=2)
+    levels, final_denoise = split_final_zero(
+        sigma_list(sigmas, min_length=2, allow_final_zero=True), final_denoise
+    )
+    if len(levels) < 2:
+        raise ValueError(f"sigmas must hold at least 2 positive levels, got {levels}")
     snr = check_positive_float("snr", snr)
     n_corrector = check_positive_int("n_corrector", n_corrector, minimum=0)
     if step_norm not in STEP_NORMS:
@@ -98,8 +106,10 @@ def predictor_corrector(
     ) as loop:
         for i, (sigma, sigma_next) in enumerate(zip(levels[:-1], levels[1:])):
             variance = sigma**2 - sigma_next**2
-            x = langevin_step(score, x, sigma, variance, 0.5, generator)
-            loop.step(x, level=i, sigma=sigma, step_size=variance, phase="predictor")
+            x_in = x
+            x, grad = langevin_step(score, x, sigma, variance, 0.5, generator)
+            extra = {"denoised": denoised(x_in, grad, sigma)} if loop.wants_info else {}
+            loop.step(x, level=i, sigma=sigma, step_size=variance, phase="predictor", **extra)
             for _ in range(n_corrector):
                 grad = score(x, sigma_next)
                 noise = randn_like(x, generator)
@@ -108,8 +118,11 @@ def predictor_corrector(
                     noise_norm, grad_norm = noise_norm.mean(), grad_norm.mean()
                 ratio = snr * noise_norm / grad_norm.clamp_min(tiny)
                 step_size = 2.0 * ratio.square()
+                x_in = x
                 x = langevin_update(x, grad, step_size, 1.0, noise)
-                loop.step(x, level=i + 1, sigma=sigma_next, step_size=step_size, phase="corrector")
+                extra = {"denoised": denoised(x_in, grad, sigma_next)} if loop.wants_info else {}
+                loop.step(x, level=i + 1, sigma=sigma_next, step_size=step_size,
+                          phase="corrector", **extra)  # fmt: skip
         if final_denoise:
             x = tweedie_step(score, x, levels[-1])
             loop.step(

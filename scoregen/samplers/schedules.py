@@ -89,6 +89,11 @@ def karras_sigmas(
 
     ``ρ = 7`` spends more steps at small σ, where the ODE's curvature is highest; ``ρ = 1``
     is the linear ladder and ``ρ → ∞`` tends to the geometric one. ``σ_min > 0``.
+
+    The argument order is scoregen's (largest σ first, as in every schedule here), not
+    k-diffusion's ``get_sigmas_karras(n, sigma_min, sigma_max, rho)``, whose ladder also ends
+    with an appended 0: ``torch.cat([karras_sigmas(sigma_max, sigma_min, n), torch.zeros(1)])``
+    is that ladder.
     """
     sigma_max, sigma_min, n = _check_range(sigma_max, sigma_min, n, allow_zero_min=False)
     rho = check_positive_float("rho", rho)
