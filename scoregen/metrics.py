@@ -587,6 +587,10 @@ def memorisation(
 
 
 # ---------------------------------------------------------------------------- the report
+# the numbers of image_quality that need a classifier's features or labels
+CLASSIFIER_KEYS = ("fd", "kid", "class_tv", "weakest_class")
+
+
 class Band(NamedTuple):
     """One number of :class:`ImageQuality` with its reference: the same statistic on real
     images at the samples' size, over several random draws (``median`` and the 5–95 %
@@ -623,7 +627,9 @@ class ImageQuality:
     ``bands`` maps a key (``fd``, ``kid``, ``class_tv``, ``weakest_class``, ``memorised``,
     ``nn_ratio``) to a :class:`Band`; ``fd_ratio`` is the samples' Fréchet distance over the
     median real-vs-real one; ``coverage`` and ``memorisation`` hold the details;
-    ``verdict`` one line. ``str(report)`` is a short table (:meth:`format`).
+    ``verdict`` one line. ``str(report)`` is a short table (:meth:`format`). Scored without
+    a classifier, only the memorisation numbers are there: ``fd_ratio``, ``coverage`` and
+    ``feature_dim`` are None and :attr:`unavailable` names what is missing.
     """
 
     n_samples: int
@@ -631,14 +637,19 @@ class ImageQuality:
     n_test: int
     n_draws: int
     bands: dict[str, Band]
-    coverage: ClassCoverage
+    coverage: ClassCoverage | None
     memorisation: Memorisation
-    feature_dim: int
+    feature_dim: int | None
     seconds: float = 0.0
 
     @property
-    def fd_ratio(self) -> float:
-        return self.bands["fd"].ratio
+    def fd_ratio(self) -> float | None:
+        return self.bands["fd"].ratio if "fd" in self.bands else None
+
+    @property
+    def unavailable(self) -> list[str]:
+        """Keys of the numbers that need a classifier and were not measured."""
+        return [key for key in CLASSIFIER_KEYS if key not in self.bands]
 
     @property
     def outside(self) -> list[str]:
@@ -647,9 +658,12 @@ class ImageQuality:
 
     @property
     def verdict(self) -> str:
-        fd = self.bands["fd"]
-        head = f"FD {self.fd_ratio:.2f}× the real-vs-real median"
-        head += f" (real band {fd.low / fd.median:.2f}–{fd.high / fd.median:.2f}×)"
+        if "fd" in self.bands:
+            fd = self.bands["fd"]
+            head = f"FD {self.fd_ratio:.2f}× the real-vs-real median"
+            head += f" (real band {fd.low / fd.median:.2f}–{fd.high / fd.median:.2f}×)"
+        else:
+            head = "no classifier: FD, KID and class coverage not measured"
         if not self.outside:
             return f"{head}; every number within the real-vs-real band"
         names = ", ".join(self.bands[key].name for key in self.outside)
@@ -674,8 +688,9 @@ class ImageQuality:
                 f"{band.name:<34}{band.value * scale:>10.4g}{band.median * scale:>13.4g}"
                 f"{f'{band.low * scale:.4g} – {band.high * scale:.4g}':>22}  {verdict}"
             )
-        counts = " ".join(str(int(c)) for c in self.coverage.counts)
-        lines.append(f"class counts 0–{len(self.coverage.counts) - 1}: {counts}")
+        if self.coverage is not None:
+            counts = " ".join(str(int(c)) for c in self.coverage.counts)
+            lines.append(f"class counts 0–{len(self.coverage.counts) - 1}: {counts}")
         lines.append(self.verdict)
         return "\n".join(lines)
 
@@ -683,6 +698,7 @@ class ImageQuality:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able numbers (bands as dicts; the per-image distances left out)."""
+        coverage = self.coverage
         return {
             "n_samples": self.n_samples,
             "n_evaluated": self.n_evaluated,
@@ -694,8 +710,11 @@ class ImageQuality:
             "bands": {
                 key: {**band._asdict(), "within": band.within} for key, band in self.bands.items()
             },
-            "class_counts": self.coverage.counts.tolist(),
-            "class_share_range": [self.coverage.weakest_share, self.coverage.largest_share],
+            "unavailable": self.unavailable,
+            "class_counts": None if coverage is None else coverage.counts.tolist(),
+            "class_share_range": (
+                None if coverage is None else [coverage.weakest_share, coverage.largest_share]
+            ),
             "memorisation_threshold": self.memorisation.threshold,
             "seconds": self.seconds,
         }
@@ -726,6 +745,60 @@ def _band(
     return Band(name, float(value), median, low, high, better)
 
 
+def _classifier_bands(classifier, samples, train, test, n_reference_draws, widen, generator):
+    """The bands of :func:`image_quality` that need the classifier (Fréchet and kernel
+    distances of its features, class coverage of its labels), and the samples' coverage."""
+    n = samples.shape[0]
+    sample_features, sample_labels = classifier.embed(samples)
+    train_features, train_labels = classifier.embed(train)
+    test_features, _ = classifier.embed(test)
+    n_classes = classifier.config.n_classes
+    coverage = class_coverage(sample_labels, n_classes)
+    reference = {key: [] for key in ("fd", "kid", "class_tv", "weakest_class")}
+    for _ in range(n_reference_draws):
+        pick = torch.randperm(train.shape[0], generator=generator)[:n]
+        real = class_coverage(train_labels[pick], n_classes)
+        reference["fd"].append(frechet_distance(train_features[pick], test_features))
+        reference["kid"].append(
+            kernel_distance(train_features[pick], test_features, n_subsets=10, generator=generator)
+        )
+        reference["class_tv"].append(real.tv_to_uniform)
+        reference["weakest_class"].append(real.weakest_share)
+    reference = {key: torch.tensor([float(v) for v in values]) for key, values in reference.items()}
+    bands = {
+        "fd": _band(
+            "Fréchet distance (features)",
+            frechet_distance(sample_features, test_features),
+            reference["fd"],
+            "lower",
+            widen,
+        ),
+        "kid": _band(
+            "kernel distance KID (×10³)",
+            kernel_distance(sample_features, test_features, n_subsets=10, generator=generator),
+            reference["kid"],
+            "lower",
+            widen,
+            None,
+        ),
+        "class_tv": _band(
+            "class shares: TV to uniform",
+            coverage.tv_to_uniform,
+            reference["class_tv"],
+            "lower",
+            widen,
+        ),
+        "weakest_class": _band(
+            "weakest class share",
+            coverage.weakest_share,
+            reference["weakest_class"],
+            "higher",
+            widen,
+        ),
+    }
+    return bands, coverage
+
+
 @torch.no_grad()
 def image_quality(
     samples: Tensor,
@@ -741,8 +814,9 @@ def image_quality(
 
     All images are pixels in [0, 1], ``[n, C, H, W]`` (samples are clamped to [0, 1]).
     ``classifier`` is an :class:`~scoregen.models.classifier.ImageClassifier` (e.g.
-    ``load_classifier("digits")``), whose penultimate features and argmax labels are used.
-    Measured on the samples:
+    ``load_classifier("digits")``), whose penultimate features and argmax labels are used;
+    None (data without a trained classifier) skips the four numbers that need one
+    (``ImageQuality.unavailable`` lists them). Measured on the samples:
 
     * ``fd``: :func:`frechet_distance` of the samples' features to the held-out ``test``
       images' features;
@@ -781,12 +855,11 @@ def image_quality(
             f"{tuple(samples.shape[1:])}, {tuple(train.shape[1:])}, {tuple(test.shape[1:])}"
         )
     n_reference_draws = check_positive_int("n_reference_draws", n_reference_draws, minimum=2)
-    for method in ("embed", "config"):
-        if not hasattr(classifier, method):
-            raise TypeError(
-                f"classifier must be a scoregen ImageClassifier (load_classifier), got "
-                f"{type(classifier).__name__}"
-            )
+    if classifier is not None and not all(hasattr(classifier, m) for m in ("embed", "config")):
+        raise TypeError(
+            f"classifier must be a scoregen ImageClassifier (load_classifier) or None, got "
+            f"{type(classifier).__name__}"
+        )
     generator = torch.Generator().manual_seed(seed)
     n_samples, n_train = samples.shape[0], train.shape[0]
     n_max = max(2, (2 * n_train) // 3)
@@ -801,23 +874,12 @@ def image_quality(
     # functions of means, as all four are).
     widen = math.sqrt((n_train + n) / (n_train - n))
 
-    sample_features, sample_labels = classifier.embed(samples)
-    train_features, train_labels = classifier.embed(train)
-    test_features, _ = classifier.embed(test)
-    n_classes = classifier.config.n_classes
-
-    coverage = class_coverage(sample_labels, n_classes)
-    reference = {key: [] for key in ("fd", "kid", "class_tv", "weakest_class")}
-    for _ in range(n_reference_draws):
-        pick = torch.randperm(train.shape[0], generator=generator)[:n]
-        real = class_coverage(train_labels[pick], n_classes)
-        reference["fd"].append(frechet_distance(train_features[pick], test_features))
-        reference["kid"].append(
-            kernel_distance(train_features[pick], test_features, n_subsets=10, generator=generator)
-        )
-        reference["class_tv"].append(real.tv_to_uniform)
-        reference["weakest_class"].append(real.weakest_share)
-    reference = {key: torch.tensor([float(v) for v in values]) for key, values in reference.items()}
+    bands: dict[str, Band] = {}
+    coverage, feature_dim = None, None
+    if classifier is not None:
+        bands, coverage = _classifier_bands(classifier, samples, train, test, n_reference_draws,
+                                            widen, generator)  # fmt: skip
+        feature_dim = classifier.config.feature_dim
 
     memo = memorisation(samples, train, test, quantile=quantile)
     # fresh images: each falls below the threshold with probability `quantile`
@@ -825,36 +887,7 @@ def image_quality(
     boot = torch.randint(0, test.shape[0], (n_reference_draws, n), generator=generator)
     boot_ratio = memo.test_distances[boot].median(1).values / memo.test_distances.median()
 
-    bands = {
-        "fd": _band(
-            "Fréchet distance (features)",
-            frechet_distance(sample_features, test_features),
-            reference["fd"],
-            "lower",
-            widen,
-        ),
-        "kid": _band(
-            "kernel distance KID (×10³)",
-            kernel_distance(sample_features, test_features, n_subsets=10, generator=generator),
-            reference["kid"],
-            "lower",
-            widen,
-            None,
-        ),
-        "class_tv": _band(
-            "class shares: TV to uniform",
-            coverage.tv_to_uniform,
-            reference["class_tv"],
-            "lower",
-            widen,
-        ),
-        "weakest_class": _band(
-            "weakest class share",
-            coverage.weakest_share,
-            reference["weakest_class"],
-            "higher",
-            widen,
-        ),
+    bands.update({
         "memorised": Band(
             f"closer to train than {quantile:g} of test",
             memo.fraction_close,
@@ -864,7 +897,7 @@ def image_quality(
             "lower",
         ),
         "nn_ratio": _band("nearest-train distance / test's", memo.median_ratio, boot_ratio, "near"),
-    }
+    })  # fmt: skip
     return ImageQuality(
         n_samples=n_samples,
         n_evaluated=n,
@@ -873,6 +906,6 @@ def image_quality(
         bands=bands,
         coverage=coverage,
         memorisation=memo,
-        feature_dim=sample_features.shape[1],
+        feature_dim=feature_dim,
         seconds=time.perf_counter() - start,
     )

@@ -246,6 +246,24 @@ def test_image_quality_scores_at_most_two_thirds_of_the_training_set(digits_pixe
     assert report.n_samples == 1188 and report.n_evaluated == 1000
 
 
+def test_image_quality_without_a_classifier_scores_memorisation_only(digits_pixels, classifier):
+    train, _, test, _ = digits_pixels
+    copies = train[:200]
+    bare = image_quality(copies, classifier=None, train=train, test=test, n_reference_draws=3)
+    assert set(bare.bands) == {"memorised", "nn_ratio"}
+    assert bare.unavailable == ["fd", "kid", "class_tv", "weakest_class"]
+    assert bare.fd_ratio is None and bare.coverage is None and bare.feature_dim is None
+    assert bare.bands["memorised"].value == 1.0 and bare.outside == ["memorised", "nn_ratio"]
+    assert "no classifier" in bare.verdict and "class counts" not in str(bare)
+    saved = bare.to_dict()
+    assert saved["class_counts"] is None and saved["unavailable"] == bare.unavailable
+    # the memorisation numbers do not depend on the classifier
+    full = image_quality(copies, classifier=classifier, train=train, test=test, n_reference_draws=3)
+    assert full.unavailable == []
+    for key in ("memorised", "nn_ratio"):
+        assert bare.bands[key].value == full.bands[key].value
+
+
 def test_image_quality_rejects_bad_inputs(digits_pixels, classifier):
     train, _, test, _ = digits_pixels
     with pytest.raises(ValueError, match="samples must be at least 2 images"):
