@@ -1,29 +1,34 @@
 """How good are digit samples? Each sampler × a few step budgets on the shipped ``builtin:digits-dae``,
 scored by ``scoregen.metrics.image_quality`` against the real-vs-real band.
 
-Rows: annealed Langevin (10 geometric levels σ_max → σ_min, α_i = 0.1 σ_i², steps split
+Every row is drawn through the sampling layer, ``plan_sampling(model, n, sampler=...,
+steps=..., seed=..., **options)`` then ``run_plan``: exactly what ``scoregen sample --ckpt
+builtin:digits-dae --sampler S --steps N`` (plus the row's options) draws, so the row with no
+options at the CLI's default sampler and steps is the command line's default. The samplers:
+annealed Langevin (the CLI default: 10 geometric levels, α_i = 0.1 σ_i², steps split
 evenly), predictor–corrector (reverse-diffusion predictor + one Langevin corrector, snr 0.16,
-a geometric ladder of steps/2 + 1 levels), the probability-flow ODE (Heun on a Karras ρ = 7
-ladder of steps + 1 levels, 2 score calls per step but the last) and, for contrast, Langevin
-at one fixed σ started from held-out digits plus that noise (it stays near its start, so
-it is not generation: its numbers show what "near real digits" gives). Annealed, PC and ODE
-start from ``N(μ_c, σ_max² + σ_c²)`` with the training digits' per-channel mean and standard
-deviation (model space), all chains from one seeded generator; every run ends with the
-Tweedie denoising step; samples are mapped to pixels and clipped to [0, 1].
+steps/2 + 1 geometric levels), the probability-flow ODE (Heun on a Karras ρ = 7 ladder of
+steps + 1 levels) and, for contrast, Langevin at one σ started from held-out digits plus
+that noise (``init="data"``; it stays near its start, so it is not generation: its numbers
+show what "near real digits" gives; one Tweedie step ``D(x, σ)`` after the chain removes the
+noise it targets). Row options (``sigma_max``, ``sigma_min``, ``levels``, ``step_lr``,
+``snr``, ``sigma``, ``init``) are ``plan_sampling``'s; the plan's defaults and reasons are
+in ``docs/cli.md``. Samples are mapped to pixels and clipped to [0, 1].
 
 Columns: FD ratio (Fréchet distance in the digits classifier's features to the held-out
 digits, over the median of the same distance from as many training digits; the band is
-5–95 % over the reference draws), KID ×10³, class shares (TV to uniform, weakest class),
-memorised fraction (closer to a training digit than 1 % of held-out digits are) and the
-nearest-training-distance ratio, seconds of sampling (one CPU thread unless ``--threads``).
+5–95 % over the reference draws, widened for fresh draws), KID ×10³, class shares (TV to
+uniform, weakest and largest class), memorised fraction (closer to a training digit than
+1 % of held-out digits are) and the nearest-training-distance ratio, score evaluations per
+chain (NFE) and seconds of sampling (one CPU thread unless ``--threads``).
 
-Figures: ``digits_quality_samples.png`` (the chosen default row's samples beside held-out
-digits) and ``digits_quality_classes.png`` (the same samples grouped by predicted class).
+Figures: ``digits_quality_samples.png`` (the default row's samples beside held-out digits)
+and ``digits_quality_classes.png`` (the same samples grouped by predicted class).
 
     python -m experiments.digits_quality --out out/digits_quality [--full] [--seed 0]
 
-``--full``: 1,000 samples per row and every budget (about 15 CPU-minutes); otherwise 200
-samples and the smaller budgets.
+``--full``: 500 samples per row, 3 seeds and every budget (about 15 CPU-minutes);
+otherwise 200 samples, one seed and the smaller budgets.
 """
 
 from __future__ import annotations
@@ -36,22 +41,16 @@ from torch import Tensor
 
 from experiments._common import main, save_figure, write_json
 from scoregen import plot
-from scoregen.builtins import load_score_model
+from scoregen.builtins import load_model
 from scoregen.data import load_dataset
 from scoregen.metrics import image_quality
 from scoregen.models.classifier import load_classifier
-from scoregen.samplers import (
-    annealed_langevin,
-    geometric_sigmas,
-    karras_sigmas,
-    langevin,
-    predictor_corrector,
-    probability_flow,
-)
+from scoregen.sampling import SamplingPlan, plan_sampling, run_plan
 
 NAME = "digits_quality"
 CKPT = "builtin:digits-dae"
-# (sampler, total steps): the score-call budget of each row is about the step count (ODE: 2×)
+# (sampler, total steps[, plan_sampling options]): the score-call budget of each row is about
+# the step count (ODE: 2×); "langevin_data" is langevin with init="data" and σ = 0.2
 FULL_ROWS = (
     ("annealed", 200),
     ("annealed", 500),
@@ -69,83 +68,46 @@ FULL_ROWS = (
 )
 QUICK_ROWS = (
     ("annealed", 200),
-    ("annealed", 1000),
+    ("annealed", 2000),
     ("pc", 200),
     ("ode", 25),
     ("langevin_data", 100),
 )
-# the CLI's image default (what `scoregen sample` should draw): the row the figures show
+# the CLI's image default (what `scoregen sample` draws): the row the figures show
 DEFAULT_ROW = ("annealed", 2000, {})
-ANNEALED_LEVELS = 10
-RELATIVE_STEP = 0.1  # annealed α_i = 0.1 σ_i²; fixed-σ Langevin ε = 0.1 σ²
-LANGEVIN_DATA_SIGMA = 0.2  # model space ([-1, 1]): 0.1 in pixels
+LANGEVIN_DATA = {"init": "data", "sigma": 0.2}  # model space ([-1, 1]): 0.1 in pixels
 
 
-def data_start(train: Tensor, n: int, sigma_max: float, generator: torch.Generator) -> Tensor:
-    """``n`` draws of ``N(μ_c, σ_max² + σ_c²)`` per channel ``c``, with the mean and standard
-    deviation of channel ``c`` over the training images ``[N, C, H, W]`` (model space)."""
-    dims = [0, *range(2, train.ndim)]
-    mean = train.mean(dim=dims, keepdim=True)[0]
-    std = train.std(dim=dims, keepdim=True)[0]
-    noise = torch.randn((n, *train.shape[1:]), generator=generator)
-    return mean + (sigma_max**2 + std**2).sqrt() * noise
+def nfe(plan: SamplingPlan) -> int:
+    """Score evaluations per chain of ``plan`` (the final Tweedie step counts one)."""
+    final = int(plan.final_denoise) if plan.sampler in ("annealed", "pc", "ode") else 0
+    if plan.sampler in ("langevin", "mala"):
+        return plan.n_steps
+    levels = len(plan.sigmas)
+    if plan.sampler == "annealed":
+        return levels * (plan.n_steps_each + plan.adaptive) + final
+    # pc: one predictor and one corrector call per step; ode: Heun's two calls per step
+    return 2 * (levels - 1) + final
 
 
-def draw(
-    model, sampler: str, steps: int, n: int, data, generator: torch.Generator, **options
-) -> tuple[Tensor, dict]:
-    """Samples in model space from one row's setting, and the setting as a dict.
-
-    ``options`` override the defaults: ``sigma_min`` / ``sigma_max`` (the ladder's ends; the
-    checkpoint's σ range by default), ``levels`` (annealed), ``relative_step`` (annealed
-    ``α_i = relative_step · σ_i²``; fixed-σ Langevin ``ε = relative_step · σ²``), ``snr``
-    (pc), ``sigma`` (langevin_data's level).
-    """
-    unknown = set(options) - {"sigma_min", "sigma_max", "levels", "relative_step", "snr", "sigma"}
-    if unknown:
-        raise ValueError(f"unknown row options {sorted(unknown)}")
-    trained_min, trained_max = model.sigma_range
-    sigma_min = options.get("sigma_min", trained_min)
-    sigma_max = options.get("sigma_max", trained_max)
-    relative_step = options.get("relative_step", RELATIVE_STEP)
-    score = model.score
-    common = {"progress": False}
-    if sampler == "langevin_data":
-        sigma = options.get("sigma", LANGEVIN_DATA_SIGMA)
-        pick = torch.randint(0, data.test.shape[0], (n,), generator=generator)
-        x0 = data.test[pick] + sigma * torch.randn((n, *data.shape), generator=generator)
-        step_size = relative_step * sigma**2
-        x = langevin(score, x0, sigma=sigma, step_size=step_size, n_steps=steps,
-                     generator=generator, **common)  # fmt: skip
-        x = model.denoiser(x, sigma)
-        setting = {"sigma": sigma, "step_size": step_size, "start": "held-out digit + σ z"}
-        return x, {**setting, "nfe": steps + 1}
-    x0 = data_start(data.train, n, sigma_max, generator)
-    setting = {"sigma_max": sigma_max, "sigma_min": sigma_min, "start": "N(μ_c, σ_max² + σ_c²)"}
-    if sampler == "annealed":
-        levels = options.get("levels", ANNEALED_LEVELS)
-        sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
-        step_lr = relative_step * sigma_min**2
-        x = annealed_langevin(score, x0, sigmas, n_steps_each=steps // levels, step_lr=step_lr,
-                              generator=generator, **common)  # fmt: skip
-        setting.update(
-            levels=levels, n_steps_each=steps // levels, step=f"α_i = {relative_step:g} σ_i²"
-        )
-        return x, {**setting, "nfe": levels * (steps // levels) + 1}
-    if sampler == "pc":
-        levels = steps // 2 + 1
-        snr = options.get("snr", 0.16)
-        sigmas = geometric_sigmas(sigma_max, sigma_min, levels)
-        x = predictor_corrector(score, x0, sigmas, snr=snr, generator=generator, **common)
-        setting.update(levels=levels, snr=snr, n_corrector=1)
-        return x, {**setting, "nfe": 2 * (levels - 1) + 1}
-    if sampler == "ode":
-        levels = steps + 1
-        sigmas = karras_sigmas(sigma_max, sigma_min, levels)
-        x = probability_flow(score, x0, sigmas, **common)
-        setting.update(levels=levels, ladder="karras ρ=7", solver="heun")
-        return x, {**setting, "nfe": 2 * (levels - 1) + 1}
-    raise ValueError(f"unknown sampler {sampler!r}")
+def draw(model, sampler: str, steps: int, n: int, seed: int, **options) -> tuple[Tensor, dict]:
+    """``n`` samples (pixels in [0, 1]) of one row and its setting: the plan that
+    ``plan_sampling(model, n, sampler=sampler, steps=steps, seed=seed, **options)`` makes,
+    run by ``run_plan`` (so ``scoregen.sample`` with the same arguments gives the same
+    pixels). ``sampler="langevin_data"`` is langevin from held-out digits plus noise
+    (:data:`LANGEVIN_DATA`, overridable by ``options``) followed by one Tweedie step."""
+    denoise_after = sampler == "langevin_data"
+    if denoise_after:
+        sampler, options = "langevin", {**LANGEVIN_DATA, **options}
+    plan = plan_sampling(model, n, sampler=sampler, steps=steps, seed=seed, **options)
+    x = run_plan(model, plan, progress=False).samples
+    count = nfe(plan)
+    if denoise_after:
+        x, count = model.denoiser(x, plan.sigma), count + 1
+    setting = {"plan": plan.describe(), "start": plan.describe_start(), "nfe": count}
+    if denoise_after:
+        setting["plan"] += ", then one Tweedie denoising step"
+    return model.to_data_space(x, clip=True).cpu(), setting
 
 
 def _options_text(options: dict) -> str:
@@ -228,15 +190,15 @@ def run(
 ) -> dict:
     """Sample every row, score it, write the table, the JSON and the figures into ``out_dir``.
 
-    Every row is drawn ``n_seeds`` times, seed ``s`` from the generator seeded
-    ``1000·seed + s``: the rows share their starting noise (common random numbers), so
-    differences between rows are the samplers', not the draws'.
+    Every row is drawn ``n_seeds`` times, draw ``s`` with the plan's seed ``1000·seed + s``:
+    the rows share their starting noise (common random numbers), so differences between rows
+    are the samplers', not the draws'.
     """
     out_dir = Path(out_dir)
-    n = n_samples or (1000 if full else 200)
+    n = n_samples or (500 if full else 200)
     n_seeds = n_seeds or (3 if full else 1)
     rows = list(rows or (FULL_ROWS if full else QUICK_ROWS))
-    model = load_score_model(ckpt)
+    model = load_model(ckpt, "cpu")
     data = load_dataset("digits")
     classifier = load_classifier("digits")
     train_pixels, test_pixels = data.to_data_space(data.train), data.to_data_space(data.test)
@@ -245,12 +207,10 @@ def run(
         options = dict(extra[0]) if extra else {}
         qualities, seconds = [], 0.0
         for s in range(n_seeds):
-            generator = torch.Generator().manual_seed(seed * 1000 + s)
             start = time.perf_counter()
             with torch.no_grad():
-                x, setting = draw(model, sampler, steps, n, data, generator, **options)
+                pixels, setting = draw(model, sampler, steps, n, 1000 * seed + s, **options)
             seconds += time.perf_counter() - start
-            pixels = data.to_data_space(x, clip=True)
             quality = image_quality(
                 pixels, classifier=classifier, train=train_pixels, test=test_pixels,
                 n_reference_draws=n_reference_draws, seed=seed,

@@ -1,8 +1,7 @@
 """experiments.digits_quality and experiments.train_classifier at a tiny size: the table's rows,
-the start distribution N(μ_c, σ_max² + σ_c²), the figures, and a classifier file that loads."""
+rows drawn exactly as ``scoregen.sample`` draws, the figures, and a classifier file that loads."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -63,18 +62,20 @@ def test_writes_one_scored_row_per_setting_and_the_figures(result):
             assert image.format == "PNG" and min(image.size) > 200, name
 
 
-def test_the_start_is_gaussian_around_the_training_mean_with_the_widened_std():
-    data = load_dataset("digits")
-    n, sigma_max = 4000, 2.0
-    x = digits_quality.data_start(data.train, n, sigma_max, torch.Generator().manual_seed(0))
-    assert x.shape == (n, 1, 8, 8)
-    mean, std = data.train.mean().item(), data.train.std().item()
-    scale = math.sqrt(sigma_max**2 + std**2)
-    values = x.flatten()
-    # every pixel of every chain gets its own noise: 256,000 independent N(μ, scale²) values
-    assert abs(values.mean().item() - mean) < 4 * scale / math.sqrt(values.numel())
-    # the variance of 256,000 normal values has relative standard error sqrt(2 / N)
-    assert abs(values.var().item() / scale**2 - 1) < 4 * math.sqrt(2 / values.numel())
+@pytest.mark.parametrize(
+    ("sampler", "steps", "options"),
+    [("annealed", 20, {}), ("ode", 3, {"sigma_max": 2.0}), ("pc", 6, {"snr": 0.1})],
+)
+def test_a_row_draws_exactly_what_scoregen_sample_draws(sampler, steps, options):
+    from scoregen import sample
+    from scoregen.builtins import load_model
+
+    model = load_model(digits_quality.CKPT, "cpu")
+    with torch.no_grad():
+        pixels, setting = digits_quality.draw(model, sampler, steps, 6, 17, **options)
+        expected = sample(model, 6, sampler=sampler, steps=steps, seed=17, **options)
+    assert torch.equal(pixels, expected)
+    assert setting["start"].startswith("N(")
 
 
 def test_train_classifier_writes_a_loadable_file_with_its_record(tmp_path):
