@@ -61,7 +61,7 @@ def experiment(name, list_only, out, full, seed, threads, quiet) -> None:
     names = common.list_experiments()
     if list_only:
         for entry in names:
-            click.echo(f"{entry:26s} {common.describe(entry)}")
+            click.echo(f"{entry:26s} {_describe(common, entry)}")
         return
     if name is None:
         raise click.UsageError("give an experiment NAME, or --list to see them")
@@ -84,11 +84,32 @@ def experiment(name, list_only, out, full, seed, threads, quiet) -> None:
         _remove_created(out_dir, before)
         raise
     if not quiet:
-        click.echo(common.summarize(numbers, name))
+        click.echo(_summarize(common, numbers, name))
         click.echo(
             f"[{name}] wrote {out_dir}/ ({name}.json holds every number) in "
             f"{time.perf_counter() - start:.1f} s"
         )
+
+
+def _describe(common, name: str) -> str:
+    """One line about an experiment: ``experiments._common.describe`` when the checkout has
+    it, else the first line of the experiment's docstring."""
+    if hasattr(common, "describe"):
+        return common.describe(name)
+    doc = common.load_experiment(name, check=False).__doc__ or ""
+    return doc.strip().split("\n")[0]
+
+
+def _summarize(common, numbers, name: str) -> str:
+    """The numbers an experiment returned: ``experiments._common.summarize`` when the
+    checkout has it, else its JSON."""
+    if hasattr(common, "summarize"):
+        return common.summarize(numbers, name)
+    import json
+
+    from scoregen._util import jsonable
+
+    return json.dumps(jsonable(numbers), indent=2)
 
 
 def _remove_created(folder: Path, before: set[Path] | None) -> None:
