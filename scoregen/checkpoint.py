@@ -22,6 +22,7 @@ import io
 import json
 import math
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,10 +219,13 @@ def _read_header(path: Path) -> dict[str, Any]:
             ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{str(path)!r} is corrupt: its header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{str(path)!r} is corrupt: its __metadata__ is not a map of strings")
     ends = [
-        entry["data_offsets"][1]
-        for key, entry in header.items()
-        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+        _tensor_entry_end(name, entry, path)
+        for name, entry in header.items()
+        if name != "__metadata__"
     ]
     needed = 8 + n_header + max(ends, default=0)
     if needed > size:
@@ -230,6 +234,37 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"{size} bytes (a copy or a write was cut short)"
         )
     return header
+
+
+# bytes per number of the dtypes a safetensors header names
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+
+
+def _tensor_entry_end(name: str, entry, path: Path) -> int:
+    """Where one tensor of the header ends in the data, after checking its entry: a known
+    dtype, a shape of non-negative integers and offsets spanning exactly its bytes."""
+    where = f"{str(path)!r} is corrupt: tensor {name!r} in its header"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where} is not a JSON object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_BYTES:
+        raise CheckpointError(f"{where} has an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
+    ):
+        raise CheckpointError(f"{where} has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or any(isinstance(o, bool) or not isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+        or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]
+    ):
+        raise CheckpointError(
+            f"{where} has data_offsets {offsets!r} that do not hold its {dtype} {shape}"
+        )
+    return offsets[1]
 
 
 def _record_from_header(header: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -666,23 +701,39 @@ def save_resume_state(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(payload))
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's long weights_only message that says what was refused."""
+    for line in str(error).splitlines():
+        if "WeightsUnpickler error:" in line or "Unsupported" in line:
+            reason = line.split("WeightsUnpickler error:")[-1].strip()
+            if reason:
+                return reason
+    return "it is not a torch.save file of tensors"
+
+
 def load_resume_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """Read a resume file with ``torch.load(weights_only=True)``: anything but tensors and
     plain containers is refused, so no code from the file runs."""
     path = Path(path)
     _check_file(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{str(path)!r} holds objects other than tensors and plain containers, which "
-            f"weights_only loading refuses (it would have to run code from the file): {e}"
+            f"weights_only loading refuses (it would have to run code from the file; "
+            f"{_unpickling_reason(e)})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{str(path)!r} is truncated or corrupt: {e}") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a scoregen resume file")
-    if state.get("format_version", 0) > RESUME_FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{str(path)!r} has an invalid resume format_version {version!r}")
+    if version > RESUME_FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has resume format_version {state.get('format_version')}, newer than "
             f"this scoregen reads ({RESUME_FORMAT_VERSION})"

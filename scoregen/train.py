@@ -43,6 +43,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -478,7 +479,9 @@ def _check_model_fits(config: TrainConfig, data, sigma_data, fixed_sigma, device
     """Build the network on the meta device (no memory) and refuse one whose weights,
     gradients, AdamW moments and EMA copy would not fit."""
     try:
-        with torch.device("meta"):
+        # quiet: a zero width warns that initialising it is a no-op; it is refused below
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             skeleton = _build_denoiser(config, data, sigma_data, fixed_sigma)
     except (RuntimeError, NotImplementedError):
         return  # an architecture that cannot be built on meta is checked when it is built
@@ -496,9 +499,9 @@ def _check_model_fits(config: TrainConfig, data, sigma_data, fixed_sigma, device
         if n_params == 0:
             raise ValueError(f"model_config {jsonable(config.model_config)} has no parameters")
         raise ValueError(
-            f"model_config {jsonable(config.model_config)}: a {config.model!r} of "
-            f"{n_params:,} parameters needs about {format_bytes(state_bytes + 4 * n_params)} for "
-            f"its weights, gradients, AdamW moments and EMA copy; about "
+            f"model_config {jsonable(config.model_config)} builds a {config.model} network of "
+            f"{n_params:,} parameters, whose weights, gradients, AdamW moments and EMA copy "
+            f"need about {format_bytes(state_bytes + 4 * n_params)}; about "
             f"{format_bytes(available)} is available on {device}"
         )
 
@@ -544,11 +547,14 @@ def _activation_bytes(config, denoiser, data, noise, sigma_data, generators, dev
     return max((sizes[1] - sizes[0]) / 2, 4 * math.prod(data.shape))
 
 
-def _check_batch_fits(config, per_example: float, parallel: _Parallel, device) -> None:
+def _check_batch_fits(
+    config, per_example: float, example_numel: int, parallel: _Parallel, device
+) -> None:
     """Refuse a batch whose step (saved activations, their gradients, the batch itself)
     would not fit in the memory available."""
-    # backward holds the activations' gradients beside them; x, noise, targets are ~4 copies
-    per_example = 2 * per_example
+    # backward holds the activations' gradients beside them; the draw of the batch, its noise
+    # and targets (and a sampler's float64 temporaries) are another ~16 copies of an example
+    per_example = 2 * per_example + 16 * 4 * example_numel
     needed = config.batch_size * per_example
     available = available_memory(device)
     if needed > MEMORY_FRACTION * available:
@@ -556,8 +562,8 @@ def _check_batch_fits(config, per_example: float, parallel: _Parallel, device) -
         where = f"{device}" + (" per process" if parallel.active else "")
         raise ValueError(
             f"batch_size={config.batch_size} needs about {format_bytes(needed)} per step "
-            f"(about {format_bytes(per_example)} per example for {config.model!r}'s "
-            f"activations and their gradients); about {format_bytes(available)} is available "
+            f"(about {format_bytes(per_example)} per example: the {config.model}'s activations, "
+            f"their gradients and the batch); about {format_bytes(available)} is available "
             f"on {where}: use batch_size <= {max(most, 1):,}"
         )
 
@@ -819,7 +825,7 @@ def _set_up(config, data, noise, sigma_data, parallel, device, files, identity, 
     per_example = _activation_bytes(
         config, denoiser, data, noise, sigma_data, generators, device, use_amp
     )
-    _check_batch_fits(config, per_example, parallel, device)
+    _check_batch_fits(config, per_example, math.prod(data.shape), parallel, device)
     replica = denoiser  # what the steps run through; DDP averages its gradients over the ranks
     if parallel.active:
         replica = torch.nn.parallel.DistributedDataParallel(
@@ -922,6 +928,13 @@ def _save(run: _Run, step: int, wall: float) -> None:
     ahead of the last checkpoint."""
     from scoregen.checkpoint import resume_path, save_checkpoint, save_resume_state
 
+    # never a checkpoint of diverged weights (a huge lr turns them inf before the loss shows)
+    finite = torch.stack([torch.isfinite(p).all() for p in run.averager.averaged + run.params])
+    if not bool(finite.all()):
+        raise FloatingPointError(
+            f"the weights became non-finite by step {step} (lr={run.optimizer.param_groups[0]['lr']:g}); "
+            "lower lr or set grad_clip"
+        )
     rng = {name: g.get_state() for name, g in run.generators.items()}
     rng["torch"] = torch.get_rng_state()
     rng["torch_cuda"] = torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import click
@@ -107,7 +109,9 @@ def _read_examples(path: str):
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".pt":
-            value = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols, then refuses
+                warnings.simplefilter("ignore")
+                value = torch.load(path, map_location="cpu", weights_only=True)
         elif suffix == ".npy":
             value = torch.from_numpy(np.load(path, allow_pickle=False))
         elif suffix == ".npz":
@@ -117,8 +121,13 @@ def _read_examples(path: str):
                 value = torch.from_numpy(archive["samples"])
         else:
             raise ValueError("it must be a .pt, .npy or .npz file")
-    except (ValueError, OSError, RuntimeError) as e:
-        raise click.BadParameter(f"cannot read {path!r}: {e}", param_hint="--init-data") from None
+    except (ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = " ".join(str(e).split())
+        if isinstance(e, pickle.UnpicklingError):  # torch's long weights_only explanation
+            reason = "it holds objects other than tensors, which are never unpickled"
+        raise click.BadParameter(
+            f"cannot read {path!r}: {reason}", param_hint="--init-data"
+        ) from None
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() and value.dtype not in (torch.uint8, torch.int64, torch.int32):  # fmt: skip
         raise click.BadParameter(f"{path!r} must hold one numeric array", param_hint="--init-data")
     return value.float()
@@ -179,8 +188,8 @@ def run_sample(**o) -> None:
     progress = False if o["quiet"] else o["progress"]
     try:
         run = run_plan(model, plan, examples=examples, callback=callback, progress=progress)
-    except ValueError as e:
-        raise Failure(str(e)) from None
+    except (ValueError, RuntimeError) as e:  # RuntimeError: torch refusing a value mid-run
+        raise Failure(" ".join(str(e).split())[:400]) from None
     data_space = model.to_data_space(run.samples).cpu()
     target = None
     if model.oracle is not None:

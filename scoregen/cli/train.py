@@ -145,14 +145,14 @@ def train(ctx: click.Context, **o) -> None:
     try:
         config = TrainConfig(**base)
     except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
+        raise _usage_error(e) from None
 
     # under torchrun every process runs this command; rank 0 owns the files and the summary
     rank_0 = int(os.environ.get("RANK", "0")) == 0
     try:
         result = run_training(config)
     except (ValueError, TypeError) as e:
-        raise _usage_error(e, resumed=o["resume"] is not None) from None
+        raise _usage_error(e) from None
     except OutputLockedError as e:
         raise Failure(str(e)) from None
     except TrainingInterrupted as e:
@@ -292,10 +292,11 @@ def _check_distinct(checkpoint: Path, metrics: Path) -> None:
 # the library's parameter names in its messages -> the options the user typed
 _OPTION_OF = {"batch_size": "--batch-size", "steps": "--steps", "model_config": "--model-config",
               "resume": "--resume", "lr": "--lr", "sigma": "--sigma", "sigma_min": "--sigma-min",
-              "sigma_max": "--sigma-max", "seed": "--seed"}  # fmt: skip
+              "sigma_max": "--sigma-max", "seed": "--seed", "log_every": "--log-every",
+              "checkpoint_every": "--checkpoint-every"}  # fmt: skip
 
 
-def _usage_error(error: Exception, resumed: bool) -> click.ClickException:
+def _usage_error(error: Exception) -> click.ClickException:
     """A library ValueError as a usage error naming the option it is about."""
     from scoregen.checkpoint import CheckpointError
 
