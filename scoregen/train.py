@@ -328,7 +328,8 @@ def _step_loss(
 
 
 class _Window:
-    """Loss sums per σ bucket between two log lines (device tensors: no sync per step)."""
+    """What the steps between two log lines leave for the log: per-step batch losses and
+    gradient norms (kept as device tensors, no sync per step) and loss sums per σ bucket."""
 
     def __init__(self, edges: Tensor, device: torch.device):
         self.edges = edges
@@ -336,43 +337,56 @@ class _Window:
         n_buckets = len(edges) - 1
         self.sums = torch.zeros(n_buckets, dtype=torch.float64, device=device)
         self.counts = torch.zeros(n_buckets, dtype=torch.float64, device=device)
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.grad_norm = torch.zeros((), dtype=torch.float64, device=device)
-        self.steps = 0
+        self.losses: list[Tensor] = []  # one 0-d tensor per step: summed at the log line, so
+        self.grad_norms: list[Tensor] = []  # the sum does not depend on where a save fell
+        self.ones: Tensor | None = None
 
-    def add(self, weighted: Tensor, unweighted: Tensor, sigma: Tensor, grad_norm: Tensor):
-        bucket = torch.bucketize(sigma.detach().float(), self.inner)
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
+
+    def add(self, loss: Tensor, unweighted: Tensor, sigma: Tensor, grad_norm: Tensor):
+        bucket = torch.bucketize(sigma.detach(), self.inner)
+        if self.ones is None or self.ones.shape != unweighted.shape:
+            self.ones = torch.ones_like(unweighted, dtype=torch.float64)
         self.sums.index_add_(0, bucket, unweighted.double())
-        self.counts.index_add_(0, bucket, torch.ones_like(unweighted, dtype=torch.float64))
-        self.loss += weighted.detach().double().mean()
-        self.grad_norm += grad_norm.detach().double()
-        self.steps += 1
+        self.counts.index_add_(0, bucket, self.ones)
+        self.losses.append(loss.detach())
+        self.grad_norms.append(grad_norm.detach())
 
     def state(self) -> dict[str, Any]:
         return {
             "sums": self.sums.cpu(),
             "counts": self.counts.cpu(),
-            "loss": self.loss.cpu(),
-            "grad_norm": self.grad_norm.cpu(),
+            "loss": _stacked(self.losses).cpu(),
+            "grad_norm": _stacked(self.grad_norms).cpu(),
             "steps": self.steps,
         }
 
     def load(self, state: dict[str, Any]) -> None:
-        for name in ("sums", "counts", "loss", "grad_norm"):
-            getattr(self, name).copy_(state[name])
-        self.steps = int(state["steps"])
+        self.sums.copy_(state["sums"])
+        self.counts.copy_(state["counts"])
+        device = self.sums.device
+        # a 0-d loss is the running sum an older scoregen kept: one entry standing for it
+        self.losses = [t.to(device) for t in state["loss"].reshape(-1)]
+        self.grad_norms = [t.to(device) for t in state["grad_norm"].reshape(-1)]
+        if len(self.losses) != int(state["steps"]):
+            self.losses += [torch.zeros((), device=device)] * (int(state["steps"]) - 1)
+            self.grad_norms += [torch.zeros((), device=device)] * (int(state["steps"]) - 1)
 
     def flush(self, parallel: _Parallel) -> dict[str, Any]:
         """The window's means over all ranks, then reset."""
+        steps = max(self.steps, 1)
+        loss, grad_norm = _stacked(self.losses).sum(), _stacked(self.grad_norms).sum()
         if parallel.active:  # one collective per log line: sums, counts, loss, grad norm
-            packed = parallel.sum_(
-                torch.cat([self.sums, self.counts, self.loss[None], self.grad_norm[None]])
-            )
+            packed = parallel.sum_(torch.cat([self.sums, self.counts, loss[None], grad_norm[None]]))
             n = len(self.sums)
             self.sums.copy_(packed[:n])
             self.counts.copy_(packed[n : 2 * n])
-            self.loss.copy_(packed[2 * n] / parallel.world_size)
-            self.grad_norm.copy_(packed[2 * n + 1] / parallel.world_size)
+            loss, grad_norm = (
+                packed[2 * n] / parallel.world_size,
+                packed[2 * n + 1] / parallel.world_size,
+            )
         sums, counts = self.sums.tolist(), self.counts.tolist()
         edges = self.edges.tolist()
         by_sigma = {
@@ -380,14 +394,21 @@ class _Window:
             for i in range(len(sums))
         }
         out = {
-            "loss": self.loss.item() / max(self.steps, 1),
-            "grad_norm": self.grad_norm.item() / max(self.steps, 1),
+            "loss": loss.item() / steps,
+            "grad_norm": grad_norm.item() / steps,
             "loss_by_sigma": by_sigma,
         }
-        for t in (self.sums, self.counts, self.loss, self.grad_norm):
-            t.zero_()
-        self.steps = 0
+        self.sums.zero_()
+        self.counts.zero_()
+        self.losses, self.grad_norms = [], []
         return out
+
+
+def _stacked(values: list[Tensor]) -> Tensor:
+    """Per-step 0-d values as one float64 vector (empty when there are none)."""
+    if not values:
+        return torch.zeros(0, dtype=torch.float64)
+    return torch.stack([v.double() for v in values])
 
 
 # ---------------------------------------------------------------------- set-up: data, model
@@ -874,16 +895,23 @@ def _train_step(run: _Run, step: int) -> tuple[Tensor, Tensor, float]:
     loss = per.mean()
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if config.grad_clip:
-        grad_norm = torch.nn.utils.clip_grad_norm_(run.params, config.grad_clip, foreach=True)
-    else:
-        grad_norm = torch.nn.utils.get_total_norm(
-            [p.grad for p in run.params if p.grad is not None], foreach=True
-        )
+    grad_norm = _clip_gradients(run.params, config.grad_clip)
     run.optimizer.step()
     run.averager.update(ema_decay_at(step, config.ema_decay, config.ema_warmup))
-    run.window.add(per, unweighted, sigmas, grad_norm)
+    run.window.add(loss, unweighted, sigmas, grad_norm)
     return loss, sigmas, lr
+
+
+def _clip_gradients(params: list[Tensor], max_norm: float | None) -> Tensor:
+    """The gradients' total 2-norm, after scaling them to at most ``max_norm`` (when set):
+    ``torch.nn.utils.clip_grad_norm_``'s arithmetic in three foreach kernels."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if max_norm:
+        torch._foreach_mul_(grads, (max_norm / (total + 1e-6)).clamp_(max=1.0))
+    return total
 
 
 def _log(run: _Run, step: int, lr: float, clock: dict[str, float]) -> dict[str, Any]:

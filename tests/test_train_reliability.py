@@ -232,6 +232,16 @@ def test_a_failed_run_over_old_files_keeps_them_and_leaves_nothing(tmp_path):
     assert steps == [2, 4, 6]  # the checkpoint's history, then a live line of step 6
 
 
+def test_diverged_weights_are_never_saved(tmp_path):
+    # lr 1e30 turns the weights inf within two steps; the first log line (step 100) is too late
+    with pytest.raises(FloatingPointError, match="weights became non-finite by step"):
+        train(
+            TrainConfig(steps=5, checkpoint_every=1, out_dir=str(tmp_path),
+                        **dict(TINY, lr=1e30, log_every=100, grad_clip=None))
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path):
     from scoregen._run_files import _acquire_lock, _release_lock
 

@@ -249,7 +249,12 @@ def _resumed_run(ctx: click.Context, o: dict[str, Any]) -> tuple[dict[str, Any],
     checkpoint = o["out"] or state_path.with_name(
         state_path.name.removesuffix(".resume.pt") + ".safetensors"
     )
-    metrics = o["metrics"] or _resumed_metrics(base, checkpoint)
+    if o["metrics"] is not None:
+        metrics = o["metrics"]
+    elif o["out"] is not None:  # a new place: its own metrics file, as for a new run
+        metrics = checkpoint.with_name(checkpoint.stem + ".metrics.jsonl")
+    else:
+        metrics = _resumed_metrics(base, checkpoint)
     _check_distinct(checkpoint, metrics)
     if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
         base["steps"] = o["steps"]
