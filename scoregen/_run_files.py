@@ -54,6 +54,9 @@ class RunFiles:
     def __post_init__(self):
         from scoregen.checkpoint import resume_path
 
+        for target in self.targets():
+            if target.is_dir():
+                raise ValueError(f"{str(target)!r} is a folder; the run writes a file there")
         there = self.checkpoint is not None and (
             self.checkpoint.exists() or resume_path(self.checkpoint).exists()
         )
