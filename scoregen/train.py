@@ -802,8 +802,9 @@ class _Run:
     segments: list[list[int]]
     files: RunFiles
     history: list[dict[str, Any]] = field(default_factory=list)
-    step: int = 0
-    wall_before: float = 0.0
+    step: int = 0  # the last update done
+    wall_before: float = 0.0  # seconds the run took before it was resumed
+    wall: float = 0.0
     saved_step: int | None = None
 
     def __post_init__(self):
@@ -899,6 +900,7 @@ def _train_step(run: _Run, step: int) -> tuple[Tensor, Tensor, float]:
     run.optimizer.step()
     run.averager.update(ema_decay_at(step, config.ema_decay, config.ema_warmup))
     run.window.add(loss, unweighted, sigmas, grad_norm)
+    run.step = step
     return loss, sigmas, lr
 
 
@@ -1045,10 +1047,85 @@ def _train(
     parallel: _Parallel,
     device: torch.device,
 ) -> TrainResult:
+    # the run's files; a resumed run writes back where it was unless told otherwise
+    state, source = _read_resume_state(config) if config.resume else (None, None)
+    files = _run_files(config, state, source)
+    cuda_devices = [device.index or 0] if device.type == "cuda" else []
+    with locked(files.lock, parallel), torch.random.fork_rng(devices=cuda_devices):
+        # the data, and what a resumed run must agree with
+        given = data is not None
+        data = _load_data(config, data, parallel)
+        noise = _noise_levels(config, data)
+        identity = _data_identity(config, data, given)
+        if state is not None:
+            segments = _check_resume(config, state, source, identity, parallel)
+            sigma_data = float(state["sigma_data"])
+        else:
+            segments = [[0, config.steps]]
+            sigma_data = config.sigma_data or estimate_sigma_data(data, seed=config.seed)
+        # set-up (memory checked before the model and a step are allocated), resume
+        run = _set_up(config, data, noise, sigma_data, parallel, device, files, identity,
+                      segments)  # fmt: skip
+        if state is not None:
+            _restore(run, state, source)
+        if parallel.rank == 0:
+            files.start(run.history)
+        _loop(run, callback)
+    run.ema.eval()
+    run.denoiser.eval()
+    summary = {
+        **_summary(run, run.step, run.wall),
+        "sigma": noise.record(),
+        "sigma_data": sigma_data,
+    }
+    return TrainResult(
+        denoiser=run.ema, model=run.denoiser, history=run.history, checkpoint=files.checkpoint,
+        summary=summary,
+    )  # fmt: skip
+
+
+def _loop(run: _Run, callback: Callable[[dict[str, Any]], None] | None) -> None:
+    """The steps from the resumed one to ``config.steps``: update, log, checkpoint,
+    callback; a final checkpoint. Ctrl-C stops after the step in flight (saved when the
+    files are this run's); any failure leaves the files as the last checkpoint wrote them."""
     from tqdm.auto import tqdm
 
-    # where the run writes; a resumed run writes back where it was unless told otherwise
-    state, source = _read_resume_state(config) if config.resume else (None, None)
+    config, files, start = run.config, run.files, run.step
+    show = config.progress if config.progress is not None else sys.stderr.isatty()
+    bar = tqdm(total=config.steps, initial=start, desc="train", leave=False,
+               disable=not show or run.parallel.rank != 0)  # fmt: skip
+    clock = {"start": time.perf_counter(), "time": time.perf_counter(), "step": start}
+    try:
+        with _interrupts_between_steps(enabled=not run.parallel.active) as stop:
+            for step in range(start + 1, config.steps + 1):
+                loss, sigmas, lr = _train_step(run, step)
+                bar.update(1)
+                if step % config.log_every == 0 or step == config.steps:
+                    bar.set_postfix(loss=f"{_log(run, step, lr, clock)['loss']:.4g}")
+                due = config.checkpoint_every and step % config.checkpoint_every == 0
+                if files.checkpoint is not None and due and step != config.steps:
+                    _save(run, step, _wall(run, clock))
+                if callback is not None:
+                    callback({"step": step, "loss": loss.detach(), "lr": lr, "sigma": sigmas,
+                              "denoiser": run.denoiser, "ema": run.ema})  # fmt: skip
+                if stop["set"]:  # a whole step is done: keep it, if the files are this run's
+                    keep = files.checkpoint is not None and files.owned
+                    if keep and run.saved_step != step:
+                        _save(run, step, _wall(run, clock))
+                    raise TrainingInterrupted(step, files.checkpoint if keep else None)
+        run.wall = _wall(run, clock)
+        if files.checkpoint is not None and run.step > start:
+            _save(run, run.step, run.wall)
+    except BaseException:
+        if run.parallel.rank == 0:
+            files.abandon()
+        raise
+    finally:
+        bar.close()
+
+
+def _run_files(config: TrainConfig, state, source: Path | None) -> RunFiles:
+    """Where the run writes: ``config``'s paths, or back into the resumed checkpoint."""
     checkpoint, metrics = run_paths(config)
     if state is not None and checkpoint is None:
         checkpoint = source.with_name(source.name.removesuffix(".resume.pt") + ".safetensors")
@@ -1057,78 +1134,7 @@ def _train(
         and checkpoint is not None
         and _same_file(checkpoint.with_name(checkpoint.stem + ".resume.pt"), source)
     )
-    files = RunFiles(checkpoint, metrics, in_place=in_place)
-
-    with locked(files.lock, parallel):
-        given = data is not None
-        data = _load_data(config, data, parallel)
-        noise = _noise_levels(config, data)
-        identity = _data_identity(config, data, given)
-        segments = [[0, config.steps]]
-        if state is not None:
-            segments = _check_resume(config, state, source, identity, parallel)
-            sigma_data = float(state["sigma_data"])
-        else:
-            sigma_data = config.sigma_data or estimate_sigma_data(data, seed=config.seed)
-
-        cuda_devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda_devices):
-            # set-up and resume
-            run = _set_up(config, data, noise, sigma_data, parallel, device, files, identity,
-                          segments)  # fmt: skip
-            if state is not None:
-                _restore(run, state, source)
-            start = run.step
-            if parallel.rank == 0:
-                files.start(run.history)
-            show = config.progress if config.progress is not None else sys.stderr.isatty()
-            bar = tqdm(total=config.steps, initial=start, desc="train", leave=False,
-                       disable=not show or parallel.rank != 0)  # fmt: skip
-            clock = {"start": time.perf_counter(), "time": time.perf_counter(), "step": start}
-            step = start
-            interrupt = _interrupts_between_steps(enabled=not parallel.active)
-            try:
-                with interrupt as stop:
-                    for step in range(start + 1, config.steps + 1):
-                        loss, sigmas, lr = _train_step(run, step)
-                        bar.update(1)
-                        if step % config.log_every == 0 or step == config.steps:
-                            entry = _log(run, step, lr, clock)
-                            bar.set_postfix(loss=f"{entry['loss']:.4g}")
-                        if (
-                            checkpoint is not None
-                            and config.checkpoint_every
-                            and step % config.checkpoint_every == 0
-                            and step != config.steps
-                        ):
-                            _save(run, step, _wall(run, clock))
-                        if callback is not None:
-                            callback({"step": step, "loss": loss.detach(), "lr": lr,
-                                      "sigma": sigmas, "denoiser": run.denoiser, "ema": run.ema})  # fmt: skip
-                        if stop["set"]:  # a whole step is done: keep it, if the files are ours
-                            saved = checkpoint is not None and files.owned
-                            if saved and run.saved_step != step:
-                                _save(run, step, _wall(run, clock))
-                            raise TrainingInterrupted(step, checkpoint if saved else None)
-                wall = _wall(run, clock)
-                if checkpoint is not None and step > start:
-                    _save(run, step, wall)
-            except BaseException:
-                if parallel.rank == 0:
-                    files.abandon()
-                raise
-            finally:
-                bar.close()
-
-    run.ema.eval()
-    run.denoiser.eval()
-    summary = _summary(run, step, wall)
-    summary["sigma"] = noise.record()
-    summary["sigma_data"] = sigma_data
-    return TrainResult(
-        denoiser=run.ema, model=run.denoiser, history=run.history, checkpoint=checkpoint,
-        summary=summary,
-    )  # fmt: skip
+    return RunFiles(checkpoint, metrics, in_place=in_place)
 
 
 def _wall(run: _Run, clock: dict[str, float]) -> float:

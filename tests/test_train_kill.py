@@ -1,6 +1,10 @@
-"""``scoregen train`` killed at random moments (SIGKILL, SIGINT) in a real subprocess: the last
-checkpoint always loads, and resuming reaches the uninterrupted run's weights bit for bit;
-a second run on the same ``--out`` is refused while the first runs."""
+"""``scoregen train`` killed at random moments (SIGKILL, then SIGINT) in real subprocesses: the
+last checkpoint always loads, resuming reaches the uninterrupted run's weights bit for bit,
+and a second run on the same ``--out`` is refused while the first runs.
+
+One scenario (two subprocesses: starting Python and torch is most of the cost) runs once
+for the module; the tests read what it left.
+"""
 
 from __future__ import annotations
 
@@ -24,16 +28,10 @@ from scoregen.cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}  # fmt: skip
-# about 1 ms a step on one core: a run of a few seconds, a checkpoint every few dozen ms
+# about a millisecond a step on one core: a run of a second or two, a checkpoint every 40
 RUN = ["--model-config", "hidden=[32,32]", "--batch-size", "64", "--checkpoint-every", "40",
        "--log-every", "20", "--threads", "1", "-q"]  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def _keep_torch_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+STEPS = 1200
 
 
 def start(*args, cwd: Path) -> subprocess.Popen:
@@ -43,17 +41,6 @@ def start(*args, cwd: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None:
-            pytest.fail(f"the run ended before it was killed: {process.communicate()[1]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("the run did not get going in time")
-        time.sleep(0.01)
-
-
 def saved_step(checkpoint: Path) -> int:
     try:
         return load_resume_state(resume_path(checkpoint))["step"]
@@ -61,67 +48,20 @@ def saved_step(checkpoint: Path) -> int:
         return -1
 
 
-def kill_after_progress(process, checkpoint: Path, sig: int, rng: random.Random) -> str:
-    """Wait for the run to save a checkpoint beyond the one it started from, then send
-    ``sig`` after a random delay (anywhere in a step, a log line or a save); its stderr."""
-    first = saved_step(checkpoint)
-    wait_for(lambda: saved_step(checkpoint) > first, process)
-    time.sleep(rng.uniform(0.0, 0.4))
-    process.send_signal(sig)
-    return process.communicate(timeout=120)[1]
+def wait_for_a_new_checkpoint(process: subprocess.Popen, checkpoint: Path) -> None:
+    first, deadline = saved_step(checkpoint), time.monotonic() + 180
+    while saved_step(checkpoint) <= first:
+        if process.poll() is not None:
+            pytest.fail(f"the run ended before it was killed: {process.communicate()[1]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the run saved no checkpoint in 180 s")
+        time.sleep(0.01)
 
 
 def weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
     state = load_resume_state(resume_path(checkpoint))
-    ema = load_checkpoint(checkpoint).denoiser.state_dict()
-    return {"model": state["model"], "ema": ema, "optimizer": state["optimizer"]["state"]}
-
-
-def assert_bitwise_equal(got, want, what: str) -> None:
-    for part in ("model", "ema"):
-        for name, tensor in want[part].items():
-            assert torch.equal(got[part][name], tensor), f"{what}: {part}.{name} differs"
-
-
-def test_killed_and_resumed_runs_reach_the_uninterrupted_weights(tmp_path):
-    steps = 1500
-    rng = random.Random(20240607)
-    reference = tmp_path / "ref" / "run.safetensors"
-    reference.parent.mkdir()
-    done = CliRunner().invoke(cli, ["train", *RUN, "--steps", str(steps), "--out", str(reference)])
-    assert done.exit_code == 0, done.output
-    want = weights(reference)
-
-    work = tmp_path / "cut"
-    work.mkdir()
-    checkpoint = work / "run.safetensors"
-    # SIGKILL: no chance to clean up; the files hold the last checkpoint, whole
-    process = start(*RUN, "--steps", steps, "--out", checkpoint.name, cwd=work)
-    kill_after_progress(process, checkpoint, signal.SIGKILL, rng)
-    assert process.returncode == -signal.SIGKILL
-    killed_at = saved_step(checkpoint)
-    assert 0 < killed_at < steps
-    assert load_checkpoint(checkpoint).metadata["training"]["steps"] == killed_at
-    # SIGINT during the resumed run (which keeps the cadence of the saved one)
-    process = start("--resume", checkpoint.name, cwd=work)
-    stderr = kill_after_progress(process, checkpoint, signal.SIGINT, rng)
-    assert process.returncode == 1 and len(stderr.strip().splitlines()) == 1, stderr
-    assert "interrupted after step" in stderr and "--resume run.safetensors" in stderr, stderr
-    interrupted_at = saved_step(checkpoint)
-    assert killed_at < interrupted_at <= steps
-    load_checkpoint(checkpoint)
-    # what is left: the run's three files (no temporary, partial or lock file)
-    assert sorted(p.name for p in work.iterdir()) == [
-        "run.metrics.jsonl", "run.resume.pt", "run.safetensors"
-    ]  # fmt: skip
-    if interrupted_at < steps:
-        done = CliRunner().invoke(cli, ["train", "--resume", str(checkpoint), "-q"])
-        assert done.exit_code == 0, done.output
-    assert_bitwise_equal(weights(checkpoint), want, f"killed at {killed_at}, {interrupted_at}")
-    # the metrics lines are the uninterrupted run's (but for the clock)
-    assert metric_rows(work / "run.metrics.jsonl") == metric_rows(
-        reference.with_name("run.metrics.jsonl")
-    )
+    return {"model": state["model"], "ema": load_checkpoint(checkpoint).denoiser.state_dict()}
 
 
 def metric_rows(path: Path) -> list[dict]:
@@ -130,48 +70,115 @@ def metric_rows(path: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in clock} for row in rows]
 
 
-def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(tmp_path):
-    checkpoint = tmp_path / "run.safetensors"
-    first = start(*RUN, "--steps", 100_000, "--out", checkpoint.name, cwd=tmp_path)
-    lock = tmp_path / "run.safetensors.lock"
+def invoke(*args) -> object:
+    threads = torch.get_num_threads()
     try:
-        wait_for(lambda: checkpoint.exists(), first)
-        before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p != lock}
-        second = CliRunner().invoke(
-            cli, ["train", *RUN, "--steps", "10", "--seed", "3", "--out", str(checkpoint)]
-        )
-        lines = second.stderr.strip().splitlines()
-        assert second.exit_code == 1 and len(lines) == 1, second.stderr
-        assert f"process {first.pid} holds" in lines[0], lines[0]
-        assert first.poll() is None, "the first run stopped"
-        assert load_resume_state(resume_path(checkpoint))["config"]["seed"] == 0
+        return CliRunner().invoke(cli, ["train", *map(str, args)], prog_name="scoregen")
     finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=120)
-    assert first.returncode == 1
-    assert not lock.exists()
-    assert saved_step(checkpoint) > 0 and before  # the first run saved where it stopped
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    """The uninterrupted run (in-process), then the same run SIGKILLed at a random moment,
+    resumed and SIGINTed at a random moment (a second run tried on its files meanwhile),
+    then resumed to the end."""
+    rng = random.Random(20240607)
+    root = tmp_path_factory.mktemp("kill")
+    reference = root / "ref" / "run.safetensors"
+    reference.parent.mkdir()
+    done = invoke(*RUN, "--steps", STEPS, "--out", reference)
+    assert done.exit_code == 0, done.output
+
+    work = root / "cut"
+    work.mkdir()
+    checkpoint = work / "run.safetensors"
+    out = {"root": root, "reference": reference, "checkpoint": checkpoint}
+    process = start(*RUN, "--steps", STEPS, "--out", checkpoint.name, cwd=work)
+    wait_for_a_new_checkpoint(process, checkpoint)
+    time.sleep(rng.uniform(0.0, 0.3))  # anywhere in a step, a log line or a save
+    process.kill()
+    process.communicate(timeout=60)
+    out["sigkill"] = {"returncode": process.returncode, "step": saved_step(checkpoint)}
+    out["sigkill"]["loads"] = load_checkpoint(checkpoint).metadata["training"]["steps"]
+
+    process = start("--resume", checkpoint.name, cwd=work)  # the saved cadence, no options
+    wait_for_a_new_checkpoint(process, checkpoint)
+    second = invoke(*RUN, "--steps", 10, "--seed", 3, "--out", checkpoint)
+    out["second"] = {"result": second, "first_alive": process.poll() is None, "pid": process.pid}
+    time.sleep(rng.uniform(0.0, 0.3))
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=60)[1]
+    out["sigint"] = {"returncode": process.returncode, "stderr": stderr,
+                     "step": saved_step(checkpoint), "files": sorted(os.listdir(work))}  # fmt: skip
+    load_checkpoint(checkpoint)
+    if out["sigint"]["step"] < STEPS:
+        done = invoke("--resume", checkpoint)
+        assert done.exit_code == 0, done.output
+    return out
+
+
+def test_sigkill_leaves_the_last_checkpoint_whole(scenario):
+    killed = scenario["sigkill"]
+    assert killed["returncode"] == -signal.SIGKILL
+    assert 0 < killed["step"] < STEPS and killed["loads"] == killed["step"]
+
+
+def test_sigint_saves_the_step_in_flight_and_says_how_to_continue(scenario):
+    interrupted = scenario["sigint"]
+    lines = interrupted["stderr"].strip().splitlines()
+    assert interrupted["returncode"] == 1 and len(lines) == 1, interrupted["stderr"]
+    assert "interrupted after step" in lines[0] and "--resume run.safetensors" in lines[0]
+    step = int(lines[0].split("interrupted after step ")[1].split(";")[0])
+    assert step == interrupted["step"] > scenario["sigkill"]["step"]
+    # only the run's three files: no temporary, partial or lock file
+    assert interrupted["files"] == ["run.metrics.jsonl", "run.resume.pt", "run.safetensors"]
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_runs(scenario):
+    second = scenario["second"]
+    lines = second["result"].stderr.strip().splitlines()
+    assert second["result"].exit_code == 1 and len(lines) == 1, second["result"].stderr
+    assert f"process {second['pid']} holds" in lines[0], lines[0]
+    assert second["first_alive"], "the first run stopped"
+
+
+def test_resumed_runs_reach_the_uninterrupted_weights_bit_for_bit(scenario):
+    got, want = weights(scenario["checkpoint"]), weights(scenario["reference"])
+    for part in ("model", "ema"):
+        for name, tensor in want[part].items():
+            assert torch.equal(got[part][name], tensor), (
+                f"{part}.{name} differs after kills at steps {scenario['sigkill']['step']} "
+                f"and {scenario['sigint']['step']}"
+            )
+    # and the metrics are the uninterrupted run's (but for the clock)
+    cut = scenario["checkpoint"].with_name("run.metrics.jsonl")
+    assert metric_rows(cut) == metric_rows(scenario["reference"].with_name("run.metrics.jsonl"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(6))
-def test_many_random_kills_then_resume_reach_the_uninterrupted_weights(tmp_path, seed):
-    steps = 1500
+def test_random_kill_sequences_reach_the_uninterrupted_weights(tmp_path, seed):
     rng = random.Random(seed)
     reference = tmp_path / "ref.safetensors"
-    done = CliRunner().invoke(cli, ["train", *RUN, "--steps", str(steps), "--out", str(reference)])
-    assert done.exit_code == 0, done.output
+    assert invoke(*RUN, "--steps", STEPS, "--out", reference).exit_code == 0
     work = tmp_path / "cut"
     work.mkdir()
     checkpoint = work / "run.safetensors"
     kills = []
     for attempt in range(3):
-        args = ["--resume", checkpoint.name] if attempt else [*RUN, "--steps", steps, "--out", checkpoint.name]  # fmt: skip
+        args = ["--resume", checkpoint.name] if attempt else [*RUN, "--steps", STEPS, "--out", checkpoint.name]  # fmt: skip
+        process = start(*args, cwd=work)
+        wait_for_a_new_checkpoint(process, checkpoint)
+        time.sleep(rng.uniform(0.0, 0.3))
         sig = rng.choice([signal.SIGKILL, signal.SIGINT])
-        kill_after_progress(start(*args, cwd=work), checkpoint, sig, rng)
+        process.send_signal(sig)
+        process.communicate(timeout=60)
         load_checkpoint(checkpoint)
         kills.append((sig.name, saved_step(checkpoint)))
-    if saved_step(checkpoint) < steps:
-        done = CliRunner().invoke(cli, ["train", "--resume", str(checkpoint), "-q"])
-        assert done.exit_code == 0, done.output
-    assert_bitwise_equal(weights(checkpoint), weights(reference), f"seed {seed}, kills {kills}")
+    if saved_step(checkpoint) < STEPS:
+        assert invoke("--resume", checkpoint).exit_code == 0
+    got, want = weights(checkpoint), weights(reference)
+    for part in ("model", "ema"):
+        for name, tensor in want[part].items():
+            assert torch.equal(got[part][name], tensor), f"{part}.{name}: kills {kills}"
