@@ -506,24 +506,24 @@ def _check_model_fits(config: TrainConfig, data, sigma_data, fixed_sigma, device
             skeleton = _build_denoiser(config, data, sigma_data, fixed_sigma)
     except (RuntimeError, NotImplementedError):
         return  # an architecture that cannot be built on meta is checked when it is built
-    n_params = sum(p.numel() for p in skeleton.parameters())
-    empty = [name for name, p in skeleton.named_parameters() if p.numel() == 0]
-    if empty:
+    parameters = dict(skeleton.named_parameters())
+    empty = [name for name, p in parameters.items() if p.numel() == 0]
+    if not parameters or empty:
         raise ValueError(
             f"model_config {jsonable(config.model_config)} builds a {config.model!r} with "
-            f"empty weights ({', '.join(empty[:3])}): every width must be >= 1"
+            f"empty weights ({', '.join(empty[:3]) or 'none at all'}): every width must be >= 1"
         )
-    state_bytes = sum(4 * p.numel() * p.element_size() for p in skeleton.parameters())
-    state_bytes += sum(2 * b.numel() * b.element_size() for b in skeleton.buffers())
+    n_params = sum(p.numel() for p in parameters.values())
+    # weights, gradients, AdamW's two moments and the EMA copy; buffers in the model and EMA
+    needed = 5 * sum(p.numel() * p.element_size() for p in parameters.values())
+    needed += 2 * sum(b.numel() * b.element_size() for b in skeleton.buffers())
     available = available_memory(device)
-    if n_params == 0 or state_bytes + n_params * 4 > MEMORY_FRACTION * available:
-        if n_params == 0:
-            raise ValueError(f"model_config {jsonable(config.model_config)} has no parameters")
+    if needed > MEMORY_FRACTION * available:
         raise ValueError(
             f"model_config {jsonable(config.model_config)} builds a {config.model} network of "
             f"{n_params:,} parameters, whose weights, gradients, AdamW moments and EMA copy "
-            f"need about {format_bytes(state_bytes + 4 * n_params)}; about "
-            f"{format_bytes(available)} is available on {device}"
+            f"need about {format_bytes(needed)}; about {format_bytes(available)} is available "
+            f"on {device}"
         )
 
 
