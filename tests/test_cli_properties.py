@@ -30,16 +30,20 @@ from hypothesis import strategies as st
 
 from scoregen.cli import cli
 
+# SCOREGEN_PROPERTY_EXAMPLES=500 explores further, with fresh random draws (CI: derandomized)
+EXPLORE = int(os.environ.get("SCOREGEN_PROPERTY_EXAMPLES", "0"))
 SETTINGS = settings(
-    max_examples=25,
+    max_examples=EXPLORE or 25,
     deadline=None,
-    derandomize=True,
+    derandomize=not EXPLORE,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
 NUMBERS = ["0", "-1", "-0.5", "1e300", "-1e300", "nan", "inf", "-inf", "", " ", "abc", "1e3",
            "0x10", "99999999999999999999999", "1,5", "None", "[]"]  # fmt: skip
 COUNTS = ["0", "-1", "abc", "", "2.5", "1e3", "99999999999999999999999", "10000000000000"]
+# steps: no count a run could actually take (10¹³ steps is a valid, endless run)
+STEPS = ["0", "-1", "abc", "", "2.5", "1e3", "99999999999999999999999"]
 CHECKPOINTS = ["missing.safetensors", "junk.safetensors", "truncated.safetensors", "pickled.pt",
                "folder", "empty.safetensors", "builtin:nope", "builtin:", "", "real.resume.pt",
                "digit.png"]  # fmt: skip
@@ -150,7 +154,7 @@ def check_outcome(args: list[str], template: Path) -> None:
 SAMPLE_BASE = ["sample", "--ckpt", "builtin:ncsn2d-dae", "--steps", "10", "-n", "8", "-q"]
 SAMPLE = {
     "--ckpt": CHECKPOINTS + ["builtin:digits-dae", "builtin:ring8", "real.safetensors"],
-    "--steps": COUNTS,
+    "--steps": STEPS,
     "--sampler": ["nope", "", "langevin", "mala", "pc", "ode"],
     "--num-samples": COUNTS,
     "--sigma": NUMBERS,
@@ -249,7 +253,7 @@ TRAIN = {
     ],
     "--data-dir": ["missing", "folder", "digit.png", ""],
     "--download": [None],
-    "--steps": COUNTS,
+    "--steps": STEPS,
     "--batch-size": COUNTS,
     "--lr": NUMBERS,
     "--sigma": NUMBERS,
@@ -342,7 +346,7 @@ DENOISE = {
 }
 
 
-@settings(SETTINGS, max_examples=20)
+@settings(SETTINGS, max_examples=EXPLORE or 20)
 @given(changes=edits(DENOISE))
 def test_denoise_never_raises_and_fails_cleanly(template, changes):
     check_outcome(apply(DENOISE_BASE, changes), template)
@@ -358,13 +362,13 @@ DENOISE_DEEP = {
 }
 
 
-@settings(SETTINGS, max_examples=20)
+@settings(SETTINGS, max_examples=EXPLORE or 20)
 @given(changes=edits(DENOISE_DEEP))
 def test_denoise_with_values_click_accepts_never_raises(template, changes):
     check_outcome(apply(DENOISE_BASE, changes), template)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=EXPLORE or 15)
 @given(
     target=st.sampled_from(CHECKPOINTS + ["real.safetensors", "builtin:ring8"]),
     as_json=st.booleans(),
@@ -374,7 +378,7 @@ def test_info_never_raises_and_fails_cleanly(template, target, as_json, extra):
     check_outcome(["info", target, *(["--json"] if as_json else []), *extra], template)
 
 
-@settings(SETTINGS, max_examples=15)
+@settings(SETTINGS, max_examples=EXPLORE or 15)
 @given(
     name=st.sampled_from(["nope", "", "../x", "bench", "_common", "posterior_mean_vs_mapp"]),
     changes=edits(
@@ -391,7 +395,7 @@ def test_experiment_never_raises_and_fails_cleanly(template, name, changes):
     check_outcome(apply(["experiment", name], changes), template)
 
 
-@settings(SETTINGS, max_examples=8)
+@settings(SETTINGS, max_examples=EXPLORE or 8)
 @given(extra=st.sampled_from([[], ["extra"], ["--json"], ["-q"], ["--help"], ["--bogus", "1"]]))
 def test_builtins_and_the_group_never_raise(template, extra):
     check_outcome(["builtins", *extra], template)

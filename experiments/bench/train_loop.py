@@ -22,7 +22,8 @@ differently).
     python -m experiments.bench.train_loop --quick    # a few seconds
     python -m experiments.bench.train_loop --device cuda
 
-``section(quick=False, device="cpu")`` returns the printed table, for experiments/bench/cpu.py.
+``section(quick=False, device="cpu")`` returns the printed table; ``cpu_section(args)`` is the
+same as a section of experiments/bench/cpu.py (parsed options in, lines out).
 """
 
 from __future__ import annotations
@@ -239,10 +240,20 @@ def report(results: dict[str, dict], device: str = "cpu") -> str:
     return "\n".join(lines)
 
 
-def section(quick: bool = False, device: str = "cpu") -> str:
-    """The benchmark as one section of a larger report (experiments/bench/cpu.py)."""
-    steps, repeats = (20, 2) if quick else (60, 5)
+def section(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> str:
+    """The benchmark as one section of a larger report: 2 trials of 20 steps with ``quick``,
+    else 5 (or ``repeats``) of 60."""
+    steps = 20 if quick else 60
+    repeats = repeats or (2 if quick else 5)
     return report(run(steps=steps, repeats=repeats, device=device), device)
+
+
+def cpu_section(args) -> list[str]:
+    """experiments/bench/cpu.py's form of a section (parsed options in, lines out):
+    ``SECTIONS["train_loop"] = train_loop.cpu_section``."""
+    quick = getattr(args, "quick", False)
+    text = section(quick, getattr(args, "device", "cpu"), getattr(args, "repeats", None))
+    return text.splitlines()
 
 
 def main(argv: list[str] | None = None) -> None:

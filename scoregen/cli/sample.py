@@ -23,7 +23,7 @@ from scoregen.cli._common import (
     set_up_torch,
     threads_option,
 )
-from scoregen.config import SAMPLERS
+from scoregen.config import MAX_STEPS, SAMPLERS
 
 GIF_FRAMES = 30
 
@@ -43,7 +43,7 @@ scoregen.sample(model, n, ...) draws exactly these samples.
 
 @click.command(epilog=SAMPLE_EPILOG, context_settings=CONTEXT)
 @click.option("--ckpt", required=True, metavar="FILE|builtin:NAME", help="A checkpoint file or a builtin (scoregen builtins lists them).")  # fmt: skip
-@click.option("--steps", type=Count(), default=None, help="Total sampler steps. annealed: split evenly across the --levels; pc: steps // 2 predictor+corrector pairs; ode: that many Heun steps. [default: annealed/langevin/mala 2000, pc 1000, ode 100]")  # fmt: skip
+@click.option("--steps", type=Count(1, MAX_STEPS), default=None, help="Total sampler steps. annealed: split evenly across the --levels; pc: steps // 2 predictor+corrector pairs; ode: that many Heun steps. [default: annealed/langevin/mala 2000, pc 1000, ode 100]")  # fmt: skip
 @click.option("--sampler", type=click.Choice(SAMPLERS), default=None, help="[default: annealed; langevin for a fixed-σ checkpoint] mala needs an exact log-density: builtin oracles only.")  # fmt: skip
 @click.option("--num-samples", "-n", type=Count(), default=None, help="Number of samples. [default: 1000 for points, 64 for images]")  # fmt: skip
 @click.option("--sigma", type=Level(allow_zero=True), default=None, help="langevin/mala: the level σ of p_σ to sample. [default: see docs/cli.md]")  # fmt: skip

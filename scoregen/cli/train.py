@@ -226,8 +226,8 @@ def _resumed_run(ctx: click.Context, o: dict[str, Any]) -> tuple[dict[str, Any],
     if given:
         raise click.BadParameter(
             "cannot be combined with --resume: a resumed run keeps its saved configuration "
-            "(only --steps with --extend, --device, --out, --metrics, --log-every, "
-            "--checkpoint-every and --progress may change)",
+            "(only --steps (another total needs --extend), --device, --out, --metrics, "
+            "--log-every, --checkpoint-every and --progress may change)",
             param_hint="--" + given[0].replace("_", "-"),
         )
     source = Path(o["resume"])
