@@ -309,9 +309,26 @@ def read_record(path: str | Path) -> dict[str, Any]:
 _MAX_SHAPE_NUMBERS = 2**26  # numbers per example: far beyond any model here, short of a bomb
 
 
-def _number(value, field: str, where: str, *, positive: bool = False, nonzero: bool = False):
+# Scales (σ, σ_data, data statistics, normalisation) beyond this overflow float32 once
+# squared; a record holding one was not written by a training run.
+_MAX_SCALE = 1e10
+
+
+def _number(
+    value,
+    field: str,
+    where: str,
+    *,
+    positive: bool = False,
+    nonzero: bool = False,
+    maximum: float = _MAX_SCALE,
+):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CheckpointError(f"{where}: {field} must be a finite number, got {value!r}")
+    if abs(value) > maximum:
+        raise CheckpointError(
+            f"{where}: {field} must be at most {maximum:g} in size, got {value!r}"
+        )
     if positive and value <= 0:
         raise CheckpointError(f"{where}: {field} must be > 0, got {value!r}")
     if nonzero and value == 0:
@@ -341,6 +358,9 @@ def _validate_data(data, model: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: data must be a JSON object, got {type(data).__name__}")
     data = dict(data)
+    for key in ("name", "kind"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise CheckpointError(f"{where}: data.{key} must be a string, got {data[key]!r}")
     net_shape = model["net"].get("shape")
     if data.get("shape") is None and net_shape is not None:
         data["shape"] = net_shape
@@ -394,7 +414,7 @@ def _validate_data(data, model: dict[str, Any], where: str) -> dict[str, Any]:
                 raise CheckpointError(f"{where}: data.stats.cov must be a {d}×{d} list of lists")
             for i, row in enumerate(cov):
                 for j, v in enumerate(row):
-                    _number(v, f"data.stats.cov[{i}][{j}]", where)
+                    _number(v, f"data.stats.cov[{i}][{j}]", where, maximum=_MAX_SCALE**2)
     return data
 
 
@@ -446,16 +466,65 @@ def validate_record(record: dict[str, Any], where: str = "checkpoint") -> dict[s
         model["fixed_sigma"] = _number(model["fixed_sigma"], "model.fixed_sigma", where, positive=True)  # fmt: skip
     if model["net"].get("shape") is not None:
         model["net"]["shape"] = _shape(model["net"]["shape"], "model.net.shape", where)
-    training = record.get("training") or {}
-    if not isinstance(training, dict):
-        raise CheckpointError(f"{where}: training must be a JSON object")
+    data = _validate_data(record.get("data"), model, where)
+    if data.get("shape") is None:
+        raise CheckpointError(
+            f"{where}: its record gives no example shape (data.shape, or the network's "
+            "model.net.shape), and sampling needs it"
+        )
+    if model["net"].get("shape") is None and _takes_shape(model["family"]):
+        # the network would otherwise be built with its family's default shape
+        model["net"] = {**model["net"], "shape": list(data["shape"])}
     return {
         **record,
         "model": model,
-        "data": _validate_data(record.get("data"), model, where),
+        "data": data,
         "sigma": _validate_sigma(record.get("sigma"), model, where),
-        "training": training,
+        "training": _validate_training(record.get("training"), where),
     }
+
+
+def _takes_shape(family: str) -> bool:
+    """Whether a model family's config has a ``shape`` field (unknown families: no)."""
+    import dataclasses
+
+    from scoregen.models import MODELS
+
+    return family in MODELS and any(
+        f.name == "shape" for f in dataclasses.fields(MODELS[family][0])
+    )
+
+
+# training summary fields that readers format: (kind, check)
+_TRAINING_FIELDS = {
+    "steps": (int, lambda v: v >= 0, "an integer >= 0"),
+    "seed": (int, lambda v: True, "an integer"),
+    "world_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "global_batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "final_loss": ((int, float), math.isfinite, "a finite number or null"),
+    "wall_time_s": ((int, float), lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "objective": (str, lambda v: True, "a string"),
+    "device": (str, lambda v: True, "a string"),
+    "config": (dict, lambda v: True, "a JSON object"),
+    "lr_segments": (list, lambda v: True, "a list"),
+    "data": (dict, lambda v: True, "a JSON object"),
+}
+
+
+def _validate_training(training, where: str) -> dict[str, Any]:
+    """The informational ``training`` entry: a JSON object whose known fields, when not
+    null, have the types readers (``scoregen info``, ``ScoreModel.config``) format."""
+    if training is None:
+        return {}
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{where}: training must be a JSON object")
+    for name, (kind, check, what) in _TRAINING_FIELDS.items():
+        value = training.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+            raise CheckpointError(f"{where}: training.{name} must be {what}, got {value!r}")
+    return dict(training)
 
 
 # ---------------------------------------------------------------------- the loaded model

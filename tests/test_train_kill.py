@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
        "OMP_NUM_THREADS": "1"}  # fmt: skip
 # about a millisecond a step on one core: a run of a second or two, a checkpoint every 40
+# steps; the kills fall at random moments measured against the run's own pace
 RUN = ["--model-config", "hidden=[32,32]", "--batch-size", "64", "--checkpoint-every", "40",
        "--log-every", "20", "--threads", "1", "-q"]  # fmt: skip
 STEPS = 1200
@@ -48,15 +49,28 @@ def saved_step(checkpoint: Path) -> int:
         return -1
 
 
-def wait_for_a_new_checkpoint(process: subprocess.Popen, checkpoint: Path) -> None:
+def wait_for_a_new_checkpoint(process: subprocess.Popen, checkpoint: Path) -> int:
+    """Wait until the run saves a checkpoint beyond the one on disk; its step."""
     first, deadline = saved_step(checkpoint), time.monotonic() + 180
-    while saved_step(checkpoint) <= first:
+    while (step := saved_step(checkpoint)) <= first:
         if process.poll() is not None:
             pytest.fail(f"the run ended before it was killed: {process.communicate()[1]}")
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail("the run saved no checkpoint in 180 s")
-        time.sleep(0.01)
+        time.sleep(0.005)
+    return step
+
+
+def random_moment(process: subprocess.Popen, checkpoint: Path, rng: random.Random) -> None:
+    """Return at a random moment in the first half of what is left of the run (anywhere in
+    a step, a log line or a save), whatever this machine's speed: the pace is measured
+    between two checkpoints."""
+    first = wait_for_a_new_checkpoint(process, checkpoint)
+    begin = time.monotonic()
+    second = wait_for_a_new_checkpoint(process, checkpoint)
+    per_step = (time.monotonic() - begin) / max(second - first, 1)
+    time.sleep(rng.uniform(0.0, 0.5 * (STEPS - second) * per_step))
 
 
 def weights(checkpoint: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -95,8 +109,7 @@ def scenario(tmp_path_factory):
     checkpoint = work / "run.safetensors"
     out = {"root": root, "reference": reference, "checkpoint": checkpoint}
     process = start(*RUN, "--steps", STEPS, "--out", checkpoint.name, cwd=work)
-    wait_for_a_new_checkpoint(process, checkpoint)
-    time.sleep(rng.uniform(0.0, 0.3))  # anywhere in a step, a log line or a save
+    random_moment(process, checkpoint, rng)
     process.kill()
     process.communicate(timeout=60)
     out["sigkill"] = {"returncode": process.returncode, "step": saved_step(checkpoint)}
@@ -106,7 +119,7 @@ def scenario(tmp_path_factory):
     wait_for_a_new_checkpoint(process, checkpoint)
     second = invoke(*RUN, "--steps", 10, "--seed", 3, "--out", checkpoint)
     out["second"] = {"result": second, "first_alive": process.poll() is None, "pid": process.pid}
-    time.sleep(rng.uniform(0.0, 0.3))
+    random_moment(process, checkpoint, rng)
     process.send_signal(signal.SIGINT)
     stderr = process.communicate(timeout=60)[1]
     out["sigint"] = {"returncode": process.returncode, "stderr": stderr,
@@ -167,10 +180,11 @@ def test_random_kill_sequences_reach_the_uninterrupted_weights(tmp_path, seed):
     checkpoint = work / "run.safetensors"
     kills = []
     for attempt in range(3):
+        if saved_step(checkpoint) > STEPS - 200:  # too little left to kill it mid-way
+            break
         args = ["--resume", checkpoint.name] if attempt else [*RUN, "--steps", STEPS, "--out", checkpoint.name]  # fmt: skip
         process = start(*args, cwd=work)
-        wait_for_a_new_checkpoint(process, checkpoint)
-        time.sleep(rng.uniform(0.0, 0.3))
+        random_moment(process, checkpoint, rng)
         sig = rng.choice([signal.SIGKILL, signal.SIGINT])
         process.send_signal(sig)
         process.communicate(timeout=60)
