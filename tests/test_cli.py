@@ -318,7 +318,10 @@ def test_train_resume_and_the_checkpoint_it_writes(tmp_path):
             "--log-every", "5", "-q"]  # fmt: skip
     result = invoke("train", *base, "--steps", "10", "--checkpoint-every", "5", "--out", ckpt)
     assert result.exit_code == 0, result.output
+    # another total changes the cosine schedule: refused unless asked for
     result = invoke("train", "--resume", ckpt, "--steps", "15")
+    assert_one_line_error(result.exit_code, result.stderr, 2, "train", "--steps", "--extend")
+    result = invoke("train", "--resume", ckpt, "--steps", "15", "--extend")
     assert result.exit_code == 0, result.output
     assert "15 steps" in result.stdout
     lines = (tmp_path / "run.metrics.jsonl").read_text().splitlines()
