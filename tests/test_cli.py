@@ -344,6 +344,8 @@ def test_train_resume_and_the_checkpoint_it_writes(tmp_path):
         (["--model-config", "hidden"], 2, ["--model-config", "key=value"]),
         (["--model-config", "nonsense=1"], 2, ["nonsense"]),
         (["--noise", "fixed"], 2, ["--noise", "--sigma"]),
+        (["--noise", "log_normal", "--sigma-max", "5"], 2, ["--sigma-max", "log_uniform"]),
+        (["--noise", "log_normal", "--sigma-min", "0.01"], 2, ["--sigma-min", "no range"]),
         (["--resume", "missing.safetensors"], 2, ["--resume", "does not exist"]),
         (["--lr", "1e30", "--log-every", "5"], 1, ["loss became nan"]),
         (["--data", "ring8", "--data-dir", "imgs"], 2, ["--data-dir", "does not read files"]),

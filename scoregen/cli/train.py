@@ -193,6 +193,21 @@ def _new_run(o: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
         )
     if noise == "fixed" and o["sigma"] is None:
         raise click.BadParameter("fixed needs --sigma (the training σ)", param_hint="--noise")
+    if noise == "log_normal":
+        given = [
+            flag
+            for name, flag in (("sigma_min", "--sigma-min"), ("sigma_max", "--sigma-max"))
+            if click.get_current_context().get_parameter_source(name)
+            is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            lo, hi = TrainConfig(noise="log_normal").noise_levels().range()
+            raise click.BadParameter(
+                f"log_normal draws log σ ~ N({TrainConfig.p_mean:g}, {TrainConfig.p_std:g}²) "
+                f"(99.7 % of σ in {lo:.2g}–{hi:.2g}) and takes no range; for σ between "
+                "--sigma-min and --sigma-max use --noise log_uniform or geometric",
+                param_hint=given[0],
+            )
     base = {
         "model": o["model"],
         "data": o["data"],
