@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import math
 import pkgutil
 import re
 import sys
@@ -30,11 +29,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import torch
 
 import experiments
 from scoregen._io import atomic_write
+from scoregen._util import jsonable
 
 __all__ = [
     "main",
@@ -63,26 +62,9 @@ def experiment_name(run: RunFn) -> str:
     return module.rsplit(".", 1)[-1]
 
 
-def to_jsonable(value: Any) -> Any:
-    """Tensors, numpy arrays and scalars, Paths and tuples -> plain JSON types.
-
-    Non-finite floats become None (JSON has no NaN), so every file parses anywhere.
-    """
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return to_jsonable(value.detach().cpu().tolist())
-    if isinstance(value, np.ndarray):
-        return to_jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return to_jsonable(value.item())
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+# the package's JSON sanitiser (tensors, numpy values, paths, tuples; non-finite floats
+# become None, so every file parses anywhere)
+to_jsonable = jsonable
 
 
 def write_json(out_dir, name: str, numbers: Mapping[str, Any]) -> Path:
@@ -318,6 +300,7 @@ def toy_mlp_config(data: str, *, steps: int, hidden=(128, 128, 128), **fields):
         objective="dae",
         weighting="edm",
         steps=steps,
+        lr=1e-3,  # what the gallery was measured with (TrainConfig defaults to 2e-3)
         device="cpu",
         progress=False,
     )

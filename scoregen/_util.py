@@ -132,3 +132,64 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return jsonable(float(value))
     return str(value)
+
+
+def available_memory(device=None) -> int:
+    """Bytes a new allocation on ``device`` can take (the one memory probe of the package).
+
+    CUDA: the free device memory plus what torch's caching allocator holds unused. CPU: the
+    smallest of the kernel's ``MemAvailable``, the room left under a cgroup (v2) memory limit
+    and under this process's ``RLIMIT_AS`` / ``RLIMIT_DATA``; 8 GiB where none can be read.
+    """
+    import torch
+
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(free + max(unused, 0))
+    limits = []
+    meminfo = _read_key_values("/proc/meminfo")
+    if "MemAvailable" in meminfo:
+        limits.append(meminfo["MemAvailable"])
+    try:
+        maximum = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        current = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        if maximum != "max":
+            limits.append(max(int(maximum) - int(current), 0))
+    except (OSError, ValueError):
+        pass
+    try:
+        import resource
+
+        status = _read_key_values("/proc/self/status")
+        for limit, used in ((resource.RLIMIT_AS, "VmSize"), (resource.RLIMIT_DATA, "VmData")):
+            soft, _ = resource.getrlimit(limit)
+            if soft != resource.RLIM_INFINITY and used in status:
+                limits.append(max(soft - status[used], 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    return min(limits) if limits else 8 * 2**30
+
+
+def _read_key_values(path: str) -> dict[str, int]:
+    """``Key:   123 kB`` lines of a /proc file as bytes (empty when the file is absent)."""
+    out = {}
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                parts = value.split()
+                if parts and parts[0].isdigit():
+                    out[key] = int(parts[0]) * (1024 if parts[1:2] == ["kB"] else 1)
+    except OSError:
+        pass
+    return out
+
+
+def format_bytes(n_bytes: float) -> str:
+    """``1.5 GiB``, ``12 MiB``, ``3 KiB``, ``17 B``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:.3g} {unit}"
+    return f"{int(n_bytes)} B"

@@ -22,6 +22,7 @@ import io
 import json
 import math
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,10 +219,13 @@ def _read_header(path: Path) -> dict[str, Any]:
             ) from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{str(path)!r} is corrupt: its header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{str(path)!r} is corrupt: its __metadata__ is not a map of strings")
     ends = [
-        entry["data_offsets"][1]
-        for key, entry in header.items()
-        if key != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry
+        _tensor_entry_end(name, entry, path)
+        for name, entry in header.items()
+        if name != "__metadata__"
     ]
     needed = 8 + n_header + max(ends, default=0)
     if needed > size:
@@ -230,6 +234,37 @@ def _read_header(path: Path) -> dict[str, Any]:
             f"{size} bytes (a copy or a write was cut short)"
         )
     return header
+
+
+# bytes per number of the dtypes a safetensors header names
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+                "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}  # fmt: skip
+
+
+def _tensor_entry_end(name: str, entry, path: Path) -> int:
+    """Where one tensor of the header ends in the data, after checking its entry: a known
+    dtype, a shape of non-negative integers and offsets spanning exactly its bytes."""
+    where = f"{str(path)!r} is corrupt: tensor {name!r} in its header"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where} is not a JSON object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _DTYPE_BYTES:
+        raise CheckpointError(f"{where} has an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or any(
+        isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
+    ):
+        raise CheckpointError(f"{where} has an invalid shape {shape!r}")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or any(isinstance(o, bool) or not isinstance(o, int) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+        or offsets[1] - offsets[0] != math.prod(shape) * _DTYPE_BYTES[dtype]
+    ):
+        raise CheckpointError(
+            f"{where} has data_offsets {offsets!r} that do not hold its {dtype} {shape}"
+        )
+    return offsets[1]
 
 
 def _record_from_header(header: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -274,9 +309,26 @@ def read_record(path: str | Path) -> dict[str, Any]:
 _MAX_SHAPE_NUMBERS = 2**26  # numbers per example: far beyond any model here, short of a bomb
 
 
-def _number(value, field: str, where: str, *, positive: bool = False, nonzero: bool = False):
+# Scales (σ, σ_data, data statistics, normalisation) beyond this overflow float32 once
+# squared; a record holding one was not written by a training run.
+_MAX_SCALE = 1e10
+
+
+def _number(
+    value,
+    field: str,
+    where: str,
+    *,
+    positive: bool = False,
+    nonzero: bool = False,
+    maximum: float = _MAX_SCALE,
+):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise CheckpointError(f"{where}: {field} must be a finite number, got {value!r}")
+    if abs(value) > maximum:
+        raise CheckpointError(
+            f"{where}: {field} must be at most {maximum:g} in size, got {value!r}"
+        )
     if positive and value <= 0:
         raise CheckpointError(f"{where}: {field} must be > 0, got {value!r}")
     if nonzero and value == 0:
@@ -306,6 +358,9 @@ def _validate_data(data, model: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: data must be a JSON object, got {type(data).__name__}")
     data = dict(data)
+    for key in ("name", "kind"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise CheckpointError(f"{where}: data.{key} must be a string, got {data[key]!r}")
     net_shape = model["net"].get("shape")
     if data.get("shape") is None and net_shape is not None:
         data["shape"] = net_shape
@@ -359,7 +414,7 @@ def _validate_data(data, model: dict[str, Any], where: str) -> dict[str, Any]:
                 raise CheckpointError(f"{where}: data.stats.cov must be a {d}×{d} list of lists")
             for i, row in enumerate(cov):
                 for j, v in enumerate(row):
-                    _number(v, f"data.stats.cov[{i}][{j}]", where)
+                    _number(v, f"data.stats.cov[{i}][{j}]", where, maximum=_MAX_SCALE**2)
     return data
 
 
@@ -411,16 +466,65 @@ def validate_record(record: dict[str, Any], where: str = "checkpoint") -> dict[s
         model["fixed_sigma"] = _number(model["fixed_sigma"], "model.fixed_sigma", where, positive=True)  # fmt: skip
     if model["net"].get("shape") is not None:
         model["net"]["shape"] = _shape(model["net"]["shape"], "model.net.shape", where)
-    training = record.get("training") or {}
-    if not isinstance(training, dict):
-        raise CheckpointError(f"{where}: training must be a JSON object")
+    data = _validate_data(record.get("data"), model, where)
+    if data.get("shape") is None:
+        raise CheckpointError(
+            f"{where}: its record gives no example shape (data.shape, or the network's "
+            "model.net.shape), and sampling needs it"
+        )
+    if model["net"].get("shape") is None and _takes_shape(model["family"]):
+        # the network would otherwise be built with its family's default shape
+        model["net"] = {**model["net"], "shape": list(data["shape"])}
     return {
         **record,
         "model": model,
-        "data": _validate_data(record.get("data"), model, where),
+        "data": data,
         "sigma": _validate_sigma(record.get("sigma"), model, where),
-        "training": training,
+        "training": _validate_training(record.get("training"), where),
     }
+
+
+def _takes_shape(family: str) -> bool:
+    """Whether a model family's config has a ``shape`` field (unknown families: no)."""
+    import dataclasses
+
+    from scoregen.models import MODELS
+
+    return family in MODELS and any(
+        f.name == "shape" for f in dataclasses.fields(MODELS[family][0])
+    )
+
+
+# training summary fields that readers format: (kind, check)
+_TRAINING_FIELDS = {
+    "steps": (int, lambda v: v >= 0, "an integer >= 0"),
+    "seed": (int, lambda v: True, "an integer"),
+    "world_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "global_batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "final_loss": ((int, float), math.isfinite, "a finite number or null"),
+    "wall_time_s": ((int, float), lambda v: math.isfinite(v) and v >= 0, "a number >= 0"),
+    "objective": (str, lambda v: True, "a string"),
+    "device": (str, lambda v: True, "a string"),
+    "config": (dict, lambda v: True, "a JSON object"),
+    "lr_segments": (list, lambda v: True, "a list"),
+    "data": (dict, lambda v: True, "a JSON object"),
+}
+
+
+def _validate_training(training, where: str) -> dict[str, Any]:
+    """The informational ``training`` entry: a JSON object whose known fields, when not
+    null, have the types readers (``scoregen info``, ``ScoreModel.config``) format."""
+    if training is None:
+        return {}
+    if not isinstance(training, dict):
+        raise CheckpointError(f"{where}: training must be a JSON object")
+    for name, (kind, check, what) in _TRAINING_FIELDS.items():
+        value = training.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+            raise CheckpointError(f"{where}: training.{name} must be {what}, got {value!r}")
+    return dict(training)
 
 
 # ---------------------------------------------------------------------- the loaded model
@@ -666,23 +770,39 @@ def save_resume_state(path: str | Path, state: dict[str, Any]) -> Path:
     return atomic_write(path, lambda f: f.write(payload))
 
 
+def _unpickling_reason(error: Exception) -> str:
+    """The line of torch's long weights_only message that says what was refused."""
+    for line in str(error).splitlines():
+        if "WeightsUnpickler error:" in line or "Unsupported" in line:
+            reason = line.split("WeightsUnpickler error:")[-1].strip()
+            if reason:
+                return reason
+    return "it is not a torch.save file of tensors"
+
+
 def load_resume_state(path: str | Path, map_location="cpu") -> dict[str, Any]:
     """Read a resume file with ``torch.load(weights_only=True)``: anything but tensors and
     plain containers is refused, so no code from the file runs."""
     path = Path(path)
     _check_file(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{str(path)!r} holds objects other than tensors and plain containers, which "
-            f"weights_only loading refuses (it would have to run code from the file): {e}"
+            f"weights_only loading refuses (it would have to run code from the file; "
+            f"{_unpickling_reason(e)})"
         ) from None
-    except (RuntimeError, EOFError, OSError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{str(path)!r} is truncated or corrupt: {e}") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a scoregen resume file")
-    if state.get("format_version", 0) > RESUME_FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{str(path)!r} has an invalid resume format_version {version!r}")
+    if version > RESUME_FORMAT_VERSION:
         raise CheckpointError(
             f"{str(path)!r} has resume format_version {state.get('format_version')}, newer than "
             f"this scoregen reads ({RESUME_FORMAT_VERSION})"

@@ -11,7 +11,9 @@ scikit-image, torchvision, PIL) happen inside the loaders.
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import json
 import math
 import pickle
 from collections.abc import Callable, Sequence
@@ -23,12 +25,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scoregen._util import check_positive_float, check_positive_int
+from scoregen._util import (
+    available_memory,
+    check_positive_float,
+    check_positive_int,
+    format_bytes,
+    is_tensor,
+    jsonable,
+)
 from scoregen.gmm import PRESETS, GaussianMixture, preset
 
 __all__ = [
     "Dataset",
     "DATASETS",
+    "as_dataset",
+    "dataset_from_array",
+    "fingerprint",
     "dataset_options",
     "load_dataset",
     "mixture_dataset",
@@ -169,6 +181,105 @@ def from_data_space(x: Tensor, record: dict[str, Any]) -> Tensor:
     return (x - norm.get("shift", 0.0)) / norm.get("scale", 1.0)
 
 
+# ----------------------------------------------------------------------------- identity
+# A data set drawn by a function is fingerprinted by this many draws from a fixed seed.
+FINGERPRINT_DRAWS = 1024
+FINGERPRINT_SEED = 20240607
+
+
+def fingerprint(data: Dataset) -> str:
+    """A SHA-256 of what ``data`` trains on: the shape, the normalisation and the training
+    tensor's bytes, dtype and shape (``pairs`` for pair-only data), or, for data drawn by a
+    function (the toys), :data:`FINGERPRINT_DRAWS` draws from a generator seeded with
+    :data:`FINGERPRINT_SEED`. Two data sets with the same fingerprint give a training run the
+    same batches; a resumed run checks it. The name and the test split are not part of it."""
+    digest = hashlib.sha256()
+    header = {"shape": list(data.shape), "normalization": jsonable(data.normalization)}
+    digest.update(json.dumps(header, sort_keys=True).encode())
+    if data.train is not None:
+        _hash_tensor(digest, "train", data.train)
+    elif data.pairs is not None:
+        _hash_tensor(digest, "pairs", data.pairs)
+    else:
+        draws = data.sampler(FINGERPRINT_DRAWS, torch.Generator().manual_seed(FINGERPRINT_SEED))
+        _hash_tensor(digest, "draws", draws)
+    return digest.hexdigest()
+
+
+def _hash_tensor(digest, name: str, tensor: Tensor) -> None:
+    tensor = tensor.detach().to("cpu").contiguous()
+    digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)};".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)
+
+
+def dataset_from_array(values, name: str = "array") -> Dataset:
+    """The examples a user holds (a torch tensor or a numpy array) as a :class:`Dataset`.
+
+    ``[N, d]`` holds points, ``[N, C, H, W]`` images. Floating-point values are taken as they
+    are (the identity normalisation, no value range: the model sees exactly these numbers and
+    samples come back in the same units). ``uint8`` images are 8-bit pixels: ``pixel / 255``
+    in [0, 1], mapped to the model's [−1, 1] as the image data sets are (``scale = shift =
+    0.5``, value range (0, 1), so samples map back to clipped pixels). The values are copied
+    to a float32 CPU tensor; non-finite values, other shapes and other dtypes are refused.
+    """
+    import numpy as np
+
+    if isinstance(values, np.ndarray):
+        if values.dtype == object or not (
+            np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_
+        ):
+            raise TypeError(f"data: a numpy array of numbers, got dtype {values.dtype}")
+        values = torch.from_numpy(np.ascontiguousarray(values))
+    elif not is_tensor(values):
+        raise TypeError(
+            f"data must be a scoregen.data.Dataset, a torch.Tensor or a numpy array, got "
+            f"{type(values).__name__}"
+        )
+    shape = tuple(values.shape)
+    if values.ndim not in (2, 4) or shape[0] < 1 or 0 in shape:
+        raise ValueError(
+            f"data: an array of points [N, d] or of images [N, C, H, W] with N >= 1, got shape "
+            f"{list(shape)}" + (" (add the channel axis: x[:, None])" if values.ndim == 3 else "")
+        )
+    values = values.detach().to("cpu")
+    if values.dtype == torch.uint8 and values.ndim == 4:
+        return _image_dataset(name, values.float() / 255.0, None, (-1.0, 1.0), {"source": "python"})
+    if not values.is_floating_point() or values.is_complex():
+        raise TypeError(
+            f"data: floating-point values (or uint8 pixels for images), got {values.dtype}"
+        )
+    values = values.to(torch.float32).contiguous()
+    if not torch.isfinite(values).all():
+        raise ValueError("data: every value must be finite; the array holds NaN or inf")
+    kind = "points" if values.ndim == 2 else "image"
+    return Dataset(
+        name=name, shape=shape[1:], train=values, info={"kind": kind, "source": "python"}
+    )
+
+
+def as_dataset(data) -> Dataset:
+    """``data`` itself when it is a :class:`Dataset`, else :func:`dataset_from_array` of it."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        raise TypeError(
+            f"data={data!r}: a data set's name goes in TrainConfig(data=...); the data argument "
+            "takes a scoregen.data.Dataset, a torch.Tensor or a numpy array"
+        )
+    name = "tensor" if is_tensor(data) else "array"
+    return dataset_from_array(data, name=name)
+
+
+def _check_fits(name: str, value, n_bytes: float, most: int) -> None:
+    """A loader option whose data would not fit in memory: a ValueError saying what fits."""
+    available = available_memory()
+    if n_bytes > 0.5 * available:
+        raise ValueError(
+            f"{name}={value} needs about {format_bytes(n_bytes)} of memory; about "
+            f"{format_bytes(available)} is available: use at most {max(most, 0):,}"
+        )
+
+
 # Points of up to this many coordinates also record their full covariance (d² numbers).
 STATS_FULL_COVARIANCE_MAX_DIM = 64
 
@@ -190,7 +301,10 @@ def dataset_stats(data: Dataset, n: int = 4096, seed: int = 0) -> dict[str, Any]
     draws = draws.double()
     per_entry = draws.transpose(0, 1).reshape(draws.shape[1], -1)
     variance = (per_entry.var(dim=1) - pair_sigma**2).clamp_min(1e-12)
-    stats: dict[str, Any] = {"mean": per_entry.mean(dim=1).tolist(), "std": variance.sqrt().tolist()}
+    stats: dict[str, Any] = {
+        "mean": per_entry.mean(dim=1).tolist(),
+        "std": variance.sqrt().tolist(),
+    }
     if draws.ndim == 2 and draws.shape[1] <= STATS_FULL_COVARIANCE_MAX_DIM:
         cov = draws.T.cov() - pair_sigma**2 * torch.eye(draws.shape[1], dtype=draws.dtype)
         stats["cov"] = cov.tolist()
@@ -216,6 +330,9 @@ def mixture_dataset(name: str, n_test: int = 10_000, seed: int = 0) -> Dataset:
     if name not in PRESETS:
         raise ValueError(f"unknown mixture {name!r}; choose one of {sorted(PRESETS)}")
     mix = preset(name)
+    n_test = check_positive_int("n_test", n_test)
+    per_point = 8 * (4 * mix.dim + mix.n_components + 2)  # float64 draws and their components
+    _check_fits("n_test", n_test, n_test * per_point, int(0.5 * available_memory() / per_point))
 
     def sampler(n: int, generator: torch.Generator | None = None) -> Tensor:
         return mix.sample(n, generator=generator)
@@ -234,6 +351,8 @@ def mixture_dataset(name: str, n_test: int = 10_000, seed: int = 0) -> Dataset:
 def _toy(name: str, draw: Callable, n_test: int, seed: int, **params: Any) -> Dataset:
     """An endless 2-D toy: ``draw(n, generator, **params)``; the test set comes from ``seed``."""
     n_test = check_positive_int("n_test", n_test)
+    per_point = 64  # a 2-D float32 point and the draws it is made of
+    _check_fits("n_test", n_test, n_test * per_point, int(0.5 * available_memory() / per_point))
 
     def sampler(n: int, generator: torch.Generator | None = None) -> Tensor:
         return draw(n, generator, **params)
@@ -296,12 +415,15 @@ def swiss_roll(noise: float = 0.1, n_test: int = 10_000, seed: int = 0) -> Datas
 def checkerboard(cells: int = 4, n_test: int = 10_000, seed: int = 0) -> Dataset:
     """Uniform on the dark squares (``i + j`` even) of a ``cells × cells`` board of unit squares."""
     cells = check_positive_int("cells", cells, minimum=2)
+    # every draw enumerates the cells² squares of the board (int64 pairs)
+    _check_fits("cells", cells, 48 * cells**2, math.isqrt(int(0.5 * available_memory() / 48)))
     return _toy("checkerboard", _checkerboard, n_test, seed, cells=cells)
 
 
 def rings(n_rings: int = 3, noise: float = 0.05, n_test: int = 10_000, seed: int = 0) -> Dataset:
     """Concentric circles of radii 1..n_rings, uniform along their length, radial noise."""
     n_rings = check_positive_int("n_rings", n_rings)
+    _check_fits("n_rings", n_rings, 64 * n_rings, int(0.5 * available_memory() / 64))
     noise = check_positive_float("noise", noise, allow_zero=True)
     return _toy("rings", _rings, n_test, seed, n_rings=n_rings, noise=noise)
 
@@ -324,6 +446,9 @@ def _resize(images: Tensor, size: int | None) -> Tensor:
     if size is None or tuple(images.shape[-2:]) == (size, size):
         return images
     size = check_positive_int("size", size)
+    per_pixel = 12 * math.prod(images.shape[:2])  # the result and the interpolation's buffers
+    most = math.isqrt(int(0.5 * available_memory() / per_pixel))
+    _check_fits("size", size, per_pixel * size**2, most)
     shrink = size < max(images.shape[-2:])
     out = F.interpolate(
         images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
@@ -737,6 +862,9 @@ def image_folder(
             f"image_folder: need at least 2 images ({', '.join(IMAGE_EXTENSIONS)}) under "
             f"{str(root)!r}, found {len(paths)}"
         )
+    per_pixel = 12 * 3 * len(paths)  # float32 RGB, the stack and its copies
+    most = math.isqrt(int(0.5 * available_memory() / per_pixel))
+    _check_fits("size", size, per_pixel * size**2, most)
     images = []
     for path in paths:
         try:

@@ -331,7 +331,10 @@ def test_train_resume_and_the_checkpoint_it_writes(tmp_path):
             "--log-every", "5", "-q"]  # fmt: skip
     result = invoke("train", *base, "--steps", "10", "--checkpoint-every", "5", "--out", ckpt)
     assert result.exit_code == 0, result.output
+    # another total changes the cosine schedule: refused unless asked for
     result = invoke("train", "--resume", ckpt, "--steps", "15")
+    assert_one_line_error(result.exit_code, result.stderr, 2, "train", "--steps", "--extend")
+    result = invoke("train", "--resume", ckpt, "--steps", "15", "--extend")
     assert result.exit_code == 0, result.output
     assert "15 steps" in result.stdout
     lines = (tmp_path / "run.metrics.jsonl").read_text().splitlines()
@@ -354,6 +357,8 @@ def test_train_resume_and_the_checkpoint_it_writes(tmp_path):
         (["--model-config", "hidden"], 2, ["--model-config", "key=value"]),
         (["--model-config", "nonsense=1"], 2, ["nonsense"]),
         (["--noise", "fixed"], 2, ["--noise", "--sigma"]),
+        (["--noise", "log_normal", "--sigma-max", "5"], 2, ["--sigma-max", "log_uniform"]),
+        (["--noise", "log_normal", "--sigma-min", "0.01"], 2, ["--sigma-min", "no range"]),
         (["--resume", "missing.safetensors"], 2, ["--resume", "does not exist"]),
         (["--lr", "1e30", "--log-every", "5"], 1, ["loss became nan"]),
         (["--data", "ring8", "--data-dir", "imgs"], 2, ["--data-dir", "does not read files"]),

@@ -24,13 +24,15 @@ Sections (``--section``, repeatable; default all):
   ``scoregen --help`` (which imports no torch).
 * ``readme``: the sampling time the README's first command prints, for this checkout and,
   with ``--baseline DIR``, for another commit's checkout, in alternating fresh processes.
+* ``train_loop``: ``scoregen.train`` (fused AdamW, foreach clipping and EMA, the loss by σ
+  band logged) against a bare training loop of the same model and data
+  (experiments/bench/train_loop.py, also runnable alone).
 
 Every section times its contenders in interleaved trials (``_timing.interleaved``: a fresh
 random order every round, so a burst of load from other processes hits all alike), prints
 the best and median milliseconds, the ratio previous / new of the best trials, and the
 largest difference between their outputs. A section is one function in ``SECTIONS`` taking
-the parsed options and returning its lines; later sections (compiled samplers, ``train()``
-against a bare loop, start-up times) add one function each.
+the parsed options and returning its lines.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from experiments.bench import _embedding_reference, _oracle_reference
+from experiments.bench import _embedding_reference, _oracle_reference, train_loop
 from experiments.bench._timing import interleaved, timed
 from scoregen import gmm
 from scoregen.gmm import preset
@@ -383,6 +385,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], list[str]]] = {
     "compile": compile_section,
     "startup": startup_section,
     "readme": readme_section,
+    "train_loop": train_loop.cpu_section,
 }
 # --quick leaves out the sections whose floor is a compile of tens of seconds
 QUICK_SECTIONS = ("oracle", "sigma_embedding", "startup")  # readme and compile: tens of s

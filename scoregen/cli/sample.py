@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import click
@@ -21,7 +23,7 @@ from scoregen.cli._common import (
     set_up_torch,
     threads_option,
 )
-from scoregen.config import SAMPLERS
+from scoregen.config import MAX_STEPS, SAMPLERS
 
 GIF_FRAMES = 30
 
@@ -41,7 +43,7 @@ scoregen.sample(model, n, ...) draws exactly these samples.
 
 @click.command(epilog=SAMPLE_EPILOG, context_settings=CONTEXT)
 @click.option("--ckpt", required=True, metavar="FILE|builtin:NAME", help="A checkpoint file or a builtin (scoregen builtins lists them).")  # fmt: skip
-@click.option("--steps", type=Count(), default=None, help="Total sampler steps. annealed: split evenly across the --levels; pc: steps // 2 predictor+corrector pairs; ode: that many Heun steps. [default: annealed/langevin/mala 2000, pc 1000, ode 100]")  # fmt: skip
+@click.option("--steps", type=Count(1, MAX_STEPS), default=None, help="Total sampler steps. annealed: split evenly across the --levels; pc: steps // 2 predictor+corrector pairs; ode: that many Heun steps. [default: annealed/langevin/mala 2000, pc 1000, ode 100]")  # fmt: skip
 @click.option("--sampler", type=click.Choice(SAMPLERS), default=None, help="[default: annealed; langevin for a fixed-σ checkpoint] mala needs an exact log-density: builtin oracles only.")  # fmt: skip
 @click.option("--num-samples", "-n", type=Count(), default=None, help="Number of samples. [default: 1000 for points, 64 for images]")  # fmt: skip
 @click.option("--sigma", type=Level(allow_zero=True), default=None, help="langevin/mala: the level σ of p_σ to sample. [default: see docs/cli.md]")  # fmt: skip
@@ -108,7 +110,9 @@ def _read_examples(path: str):
     suffix = Path(path).suffix.lower()
     try:
         if suffix == ".pt":
-            value = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about pickle protocols, then refuses
+                warnings.simplefilter("ignore")
+                value = torch.load(path, map_location="cpu", weights_only=True)
         elif suffix == ".npy":
             value = torch.from_numpy(np.load(path, allow_pickle=False))
         elif suffix == ".npz":
@@ -118,8 +122,13 @@ def _read_examples(path: str):
                 value = torch.from_numpy(archive["samples"])
         else:
             raise ValueError("it must be a .pt, .npy or .npz file")
-    except (ValueError, OSError, RuntimeError) as e:
-        raise click.BadParameter(f"cannot read {path!r}: {e}", param_hint="--init-data") from None
+    except (ValueError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = " ".join(str(e).split())
+        if isinstance(e, pickle.UnpicklingError):  # torch's long weights_only explanation
+            reason = "it holds objects other than tensors, which are never unpickled"
+        raise click.BadParameter(
+            f"cannot read {path!r}: {reason}", param_hint="--init-data"
+        ) from None
     if not isinstance(value, torch.Tensor) or not value.is_floating_point() and value.dtype not in (torch.uint8, torch.int64, torch.int32):  # fmt: skip
         raise click.BadParameter(f"{path!r} must hold one numeric array", param_hint="--init-data")
     return value.float()
@@ -181,8 +190,8 @@ def run_sample(**o) -> None:
     try:
         run = run_plan(model, plan, examples=examples, callback=callback, progress=progress,
                        compile=o["compile_score"])  # fmt: skip
-    except ValueError as e:
-        raise Failure(str(e)) from None
+    except (ValueError, RuntimeError) as e:  # RuntimeError: torch refusing a value mid-run
+        raise Failure(" ".join(str(e).split())[:400]) from None
     data_space = model.to_data_space(run.samples).cpu()
     target = None
     if model.oracle is not None:

@@ -16,6 +16,7 @@ from scoregen.cli._common import (
     MAX_THREADS,
     THREADS_HELP,
     Count,
+    Failure,
     Level,
     OutputFile,
     fmt,
@@ -24,6 +25,7 @@ from scoregen.cli._common import (
 )
 from scoregen.config import (
     DATASET_NAMES,
+    MAX_STEPS,
     MODEL_FAMILIES,
     NOISE_DISTRIBUTIONS,
     OBJECTIVES,
@@ -36,12 +38,15 @@ Examples:
   scoregen train --model unet --data digits --model-config channels=[16,32] \\
       --sigma-min 0.02 --sigma-max 5 --out digits.safetensors
   scoregen train --data digits --model conv_ae --sigma 0.3 --out dae.safetensors   (fixed σ)
-  scoregen train --resume toy.safetensors --steps 8000                             (continue)
+  scoregen train --resume toy.safetensors                                         (continue)
+  scoregen train --resume toy.safetensors --steps 8000 --extend            (train further)
 
 \b
 --model-config and --data-options take key=value (value read as JSON when it parses:
 hidden=[64,64]) or a JSON object, and may be repeated. The resume state goes beside the
-checkpoint as NAME.resume.pt.
+checkpoint as NAME.resume.pt; a lock file NAME.safetensors.lock refuses a second run on the
+same --out while one runs. Files of an earlier run at --out stay until this run's first
+checkpoint. Ctrl-C stops after the current step and saves it (when the files are this run's).
 """
 # options that define the run: with --resume they come from the saved run
 _RUN_OPTIONS = ("model", "data", "model_config", "data_options", "data_dir", "download",
@@ -84,7 +89,7 @@ def _train_options(f):
         click.option("--data-options", multiple=True, metavar="KEY=VALUE|JSON", help="Data set options, e.g. size=16 or data_dir=/path."),
         click.option("--data-dir", metavar="DIR", default=None, help="Folder of mnist, fashion_mnist, cifar10 or image_folder files (same as --data-options data_dir=DIR)."),
         click.option("--download", is_flag=True, help="mnist, fashion_mnist, cifar10: let torchvision download into --data-dir when the files are absent (never by default)."),
-        click.option("--steps", type=Count(), default=d.steps, help="Optimizer steps (with --resume: the new total)."),
+        click.option("--steps", type=Count(1, MAX_STEPS), default=d.steps, help="Optimizer steps. [with --resume: the saved run's total; another total needs --extend under the cosine schedule]"),
         click.option("--batch-size", type=Count(), default=d.batch_size, help="Examples per step."),
         click.option("--lr", type=Level(), default=d.lr, help="Peak learning rate (warmup, then cosine)."),
         click.option("--sigma", type=Level(), default=None, help="Train at this single σ (a fixed-σ DAE); implies --noise fixed."),
@@ -97,9 +102,11 @@ def _train_options(f):
         click.option("--threads", type=Count(1, MAX_THREADS), default=1, help=THREADS_HELP),
         click.option("--out", type=OutputFile((".safetensors",)), default=None, help="Checkpoint to write. [default: checkpoint.safetensors; with --resume, the resumed file]"),
         click.option("--metrics", type=OutputFile((".jsonl",)), default=None, help="JSONL metrics, one line per log step. [default: beside the checkpoint, NAME.metrics.jsonl]"),
-        click.option("--log-every", type=Count(), default=d.log_every, help="Steps between metrics lines."),
-        click.option("--checkpoint-every", type=Count(minimum=0), default=0, help="Steps between checkpoints (0: only at the end)."),
-        click.option("--resume", metavar="CKPT", default=None, help="Continue the run saved in CKPT (needs CKPT's .resume.pt beside it)."),
+        click.option("--log-every", type=Count(), default=None, help=f"Steps between metrics lines. [default: {d.log_every}; with --resume, the saved run's]"),
+        click.option("--checkpoint-every", type=Count(minimum=0), default=None, help=f"Steps between checkpoints (0: only at the end). [default: {d.checkpoint_every}; with --resume, the saved run's]"),
+        click.option("--resume", metavar="CKPT", default=None, help="Continue the run saved in CKPT exactly (needs CKPT's .resume.pt beside it)."),
+        click.option("--extend", is_flag=True, help="With --resume: train to another --steps total; the updates after the saved step follow the cosine schedule of a run of the new total (recorded)."),
+        click.option("--progress/--no-progress", default=None, help="Show a progress bar. [default: only on a terminal]"),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar and no summary."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -112,98 +119,54 @@ def _train_options(f):
 @click.pass_context
 def train(ctx: click.Context, **o) -> None:
     """Train a denoiser (MMSE / denoising score matching) and write a checkpoint."""
-    from scoregen.checkpoint import CheckpointError, load_resume_state, resume_path
+    from scoregen.checkpoint import resume_path
     from scoregen.models import count_parameters
+    from scoregen.train import OutputLockedError, TrainingInterrupted
     from scoregen.train import train as run_training
 
     device = set_up_torch(o["device"], o["threads"])
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
     if o["resume"] is not None:
-        given = [
-            name
-            for name in _RUN_OPTIONS
-            if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-        ]
-        if given:
-            raise click.BadParameter(
-                "cannot be combined with --resume: a resumed run keeps its saved "
-                "configuration (only --steps, --device, --out, --metrics, --log-every and "
-                "--checkpoint-every may change)",
-                param_hint="--" + given[0].replace("_", "-"),
-            )
-        source = Path(o["resume"])
-        state_path = source if source.suffix == ".pt" else resume_path(source)
-        try:
-            saved = load_resume_state(state_path)["config"]
-        except CheckpointError as e:
-            raise click.BadParameter(str(e), param_hint="--resume") from None
-        checkpoint = o["out"] or state_path.with_name(
-            state_path.name.removesuffix(".resume.pt") + ".safetensors"
-        )
-        base = {k: v for k, v in saved.items() if k in fields}
-        if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
-            base["steps"] = o["steps"]
-        base["resume"] = str(state_path)
+        base, checkpoint, metrics = _resumed_run(ctx, o)
     else:
-        checkpoint = o["out"] or Path("checkpoint.safetensors")
-        noise = o["noise"] or ("fixed" if o["sigma"] is not None else TrainConfig.noise)
-        if o["sigma"] is not None and noise != "fixed":
-            raise click.BadParameter(
-                f"trains at one σ, which needs --noise fixed, not {noise}", param_hint="--sigma"
-            )
-        if noise == "fixed" and o["sigma"] is None:
-            raise click.BadParameter("fixed needs --sigma (the training σ)", param_hint="--noise")
-        base = {
-            "model": o["model"],
-            "data": o["data"],
-            "model_config": key_values(o["model_config"], "--model-config"),
-            "data_options": _data_options(o),
-            "steps": o["steps"],
-            "batch_size": o["batch_size"],
-            "lr": o["lr"],
-            "sigma": o["sigma"],
-            "sigma_min": o["sigma_min"],
-            "sigma_max": o["sigma_max"],
-            "noise": noise,
-            "objective": o["objective"],
-            "seed": o["seed"],
-        }
-    metrics = o["metrics"] or checkpoint.with_name(checkpoint.stem + ".metrics.jsonl")
+        if o["extend"]:
+            raise click.BadParameter("continues a saved run: give it with --resume", param_hint="--extend")  # fmt: skip
+        base, checkpoint, metrics = _new_run(o)
     base.update(
         device=device,
         out_dir=None,
         checkpoint=str(checkpoint),
         metrics_file=str(metrics),
-        log_every=o["log_every"],
-        checkpoint_every=o["checkpoint_every"],
-        progress=not o["quiet"],
+        extend=o["extend"],
+        progress=False if o["quiet"] else o["progress"],
     )
-    if o["resume"] is not None:
-        done = int(load_resume_state(state_path)["step"])
-        if base["steps"] <= done:
-            raise click.BadParameter(
-                f"the saved run has already taken {done} steps; pass a larger total",
-                param_hint="--steps",
-            )
+    for name in ("log_every", "checkpoint_every"):  # given, else the saved run's or the default
+        if o[name] is not None:
+            base[name] = o[name]
     try:
         config = TrainConfig(**base)
     except (ValueError, TypeError) as e:
-        raise click.UsageError(str(e)) from None
+        raise _usage_error(e) from None
 
-    existed = {p: p.exists() for p in (checkpoint, resume_path(checkpoint), metrics)}
     # under torchrun every process runs this command; rank 0 owns the files and the summary
     rank_0 = int(os.environ.get("RANK", "0")) == 0
     try:
         result = run_training(config)
     except (ValueError, TypeError) as e:
-        if rank_0:
-            _remove_new(existed, keep_run=False)
-        raise click.UsageError(str(e)) from None
-    except BaseException:
-        # a run that saved no checkpoint leaves nothing; one that did stays resumable
-        if rank_0:
-            _remove_new(existed, keep_run=config.checkpoint_every > 0 and checkpoint.exists())
-        raise
+        raise _usage_error(e) from None
+    except OutputLockedError as e:
+        raise Failure(str(e)) from None
+    except TrainingInterrupted as e:
+        if e.checkpoint is not None:
+            raise Failure(
+                f"interrupted after step {e.step}; the run is saved at that step in "
+                f"{e.checkpoint}: continue it with scoregen train --resume {e.checkpoint}"
+            ) from None
+        raise Failure(
+            f"interrupted after step {e.step}, before this run's first checkpoint; "
+            f"the files at {checkpoint} are as they were"
+        ) from None
+    except RuntimeError as e:  # torch failing mid-run (an allocation, a kernel)
+        raise Failure(" ".join(str(e).split())[:400]) from None
     if o["quiet"] or not rank_0:
         return
     summary = result.summary
@@ -220,15 +183,153 @@ def train(ctx: click.Context, **o) -> None:
     )
 
 
+def _new_run(o: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
+    """The configuration of a new run from the options, and where it writes."""
+    checkpoint = o["out"] or Path("checkpoint.safetensors")
+    noise = o["noise"] or ("fixed" if o["sigma"] is not None else TrainConfig.noise)
+    if o["sigma"] is not None and noise != "fixed":
+        raise click.BadParameter(
+            f"trains at one σ, which needs --noise fixed, not {noise}", param_hint="--sigma"
+        )
+    if noise == "fixed" and o["sigma"] is None:
+        raise click.BadParameter("fixed needs --sigma (the training σ)", param_hint="--noise")
+    if noise == "log_normal":
+        given = [
+            flag
+            for name, flag in (("sigma_min", "--sigma-min"), ("sigma_max", "--sigma-max"))
+            if click.get_current_context().get_parameter_source(name)
+            is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:
+            lo, hi = TrainConfig(noise="log_normal").noise_levels().range()
+            raise click.BadParameter(
+                f"log_normal draws log σ ~ N({TrainConfig.p_mean:g}, {TrainConfig.p_std:g}²) "
+                f"(99.7 % of σ in {lo:.2g}–{hi:.2g}) and takes no range; for σ between "
+                "--sigma-min and --sigma-max use --noise log_uniform or geometric",
+                param_hint=given[0],
+            )
+    base = {
+        "model": o["model"],
+        "data": o["data"],
+        "model_config": key_values(o["model_config"], "--model-config"),
+        "data_options": _data_options(o),
+        "steps": o["steps"],
+        "batch_size": o["batch_size"],
+        "lr": o["lr"],
+        "sigma": o["sigma"],
+        "sigma_min": o["sigma_min"],
+        "sigma_max": o["sigma_max"],
+        "noise": noise,
+        "objective": o["objective"],
+        "seed": o["seed"],
+    }
+    metrics = o["metrics"] or checkpoint.with_name(checkpoint.stem + ".metrics.jsonl")
+    _check_distinct(checkpoint, metrics)
+    return base, checkpoint, metrics
+
+
+def _resumed_run(ctx: click.Context, o: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
+    """The saved run's configuration (cadence included) with the options that may change,
+    and where it writes: back into the resumed files unless --out says otherwise."""
+    from scoregen.checkpoint import CheckpointError, load_resume_state, resume_path
+
+    given = [
+        name
+        for name in _RUN_OPTIONS
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.BadParameter(
+            "cannot be combined with --resume: a resumed run keeps its saved configuration "
+            "(only --steps (another total needs --extend), --device, --out, --metrics, "
+            "--log-every, --checkpoint-every and --progress may change)",
+            param_hint="--" + given[0].replace("_", "-"),
+        )
+    source = Path(o["resume"])
+    state_path = source if source.suffix == ".pt" else resume_path(source)
+    try:
+        state = load_resume_state(state_path)
+        saved, done = state["config"], state["step"]
+        if not isinstance(saved, dict) or isinstance(done, bool) or not isinstance(done, int):
+            raise CheckpointError(f"{str(state_path)!r} is not a usable resume state")
+        fields = {f.name for f in dataclasses.fields(TrainConfig)}
+        base = {k: v for k, v in saved.items() if k in fields and k != "extend"}
+        TrainConfig(**base)
+    except (CheckpointError, KeyError, TypeError, ValueError) as e:
+        message = str(e) if isinstance(e, CheckpointError) else (
+            f"{str(state_path)!r} is not a usable resume state ({type(e).__name__}: {e})"
+        )  # fmt: skip
+        raise click.BadParameter(message, param_hint="--resume") from None
+    base["resume"] = str(state_path)
+    checkpoint = o["out"] or state_path.with_name(
+        state_path.name.removesuffix(".resume.pt") + ".safetensors"
+    )
+    if o["metrics"] is not None:
+        metrics = o["metrics"]
+    elif o["out"] is not None:  # a new place: its own metrics file, as for a new run
+        metrics = checkpoint.with_name(checkpoint.stem + ".metrics.jsonl")
+    else:
+        metrics = _resumed_metrics(base, checkpoint)
+    _check_distinct(checkpoint, metrics)
+    if ctx.get_parameter_source("steps") == click.core.ParameterSource.COMMANDLINE:
+        base["steps"] = o["steps"]
+    elif done >= base["steps"]:
+        raise click.BadParameter(
+            f"the saved run has taken all its {done} steps; pass a larger total with --steps N "
+            "--extend to train it further",
+            param_hint="--steps",
+        )
+    if base["steps"] < done:
+        raise click.BadParameter(
+            f"the saved run has already taken {done} steps; pass a total >= {done}",
+            param_hint="--steps",
+        )
+    return base, checkpoint, metrics
+
+
+def _resumed_metrics(saved: dict[str, Any], checkpoint: Path) -> Path:
+    """The metrics file of a resumed run: the saved run's file name beside the checkpoint
+    when it was beside it (out_dir's metrics.jsonl), else NAME.metrics.jsonl."""
+    from scoregen._run_files import run_paths
+
+    saved_checkpoint, saved_metrics = run_paths(TrainConfig(**saved))
+    if (
+        saved_checkpoint is not None
+        and saved_metrics is not None
+        and saved_metrics.parent == saved_checkpoint.parent
+    ):
+        return checkpoint.with_name(saved_metrics.name)
+    return checkpoint.with_name(checkpoint.stem + ".metrics.jsonl")
+
+
+def _check_distinct(checkpoint: Path, metrics: Path) -> None:
+    from scoregen.checkpoint import resume_path
+
+    if metrics.resolve() == resume_path(checkpoint).resolve():
+        raise click.BadParameter("is the checkpoint's resume state", param_hint="--metrics")
+
+
+# the library's parameter names in its messages -> the options the user typed
+_OPTION_OF = {"batch_size": "--batch-size", "steps": "--steps", "model_config": "--model-config",
+              "resume": "--resume", "lr": "--lr", "sigma": "--sigma", "sigma_min": "--sigma-min",
+              "sigma_max": "--sigma-max", "seed": "--seed", "log_every": "--log-every",
+              "checkpoint_every": "--checkpoint-every"}  # fmt: skip
+
+
+def _usage_error(error: Exception) -> click.ClickException:
+    """A library ValueError as a usage error naming the option it is about."""
+    from scoregen.checkpoint import CheckpointError
+
+    message = str(error)
+    if isinstance(error, CheckpointError):
+        return click.BadParameter(message, param_hint="--resume")
+    for name, option in sorted(_OPTION_OF.items(), key=lambda kv: -len(kv[0])):
+        if message.startswith((f"{name} ", f"{name}=")):
+            return click.BadParameter(message[len(name) :].lstrip(" ="), param_hint=option)
+    return click.UsageError(message)
+
+
 def _describe_sigma(sigma: dict[str, Any]) -> str:
     if "fixed" in sigma:
         return f"fixed at {fmt(sigma['fixed'])}"
     return f"{sigma.get('distribution', '')} on [{fmt(sigma['min'])}, {fmt(sigma['max'])}]"
-
-
-def _remove_new(existed: dict[Path, bool], keep_run: bool) -> None:
-    if keep_run:
-        return
-    for path, was_there in existed.items():
-        if not was_there:
-            path.unlink(missing_ok=True)
