@@ -258,5 +258,10 @@ def run(
     return numbers
 
 
+def summarize(numbers: dict) -> str:
+    """The table, for the terminal (the JSON holds every seed's numbers)."""
+    return numbers["table"]
+
+
 if __name__ == "__main__":
     main(run, __doc__)

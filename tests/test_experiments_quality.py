@@ -57,6 +57,7 @@ def test_writes_one_scored_row_per_setting_and_the_figures(result):
     assert nfe == {"annealed": 21, "pc": 7, "ode": 7, "langevin_data": 6}
     table = (out / "digits_quality.md").read_text()
     assert table.count("\n| ") == 1 + len(TINY_ROWS)  # the rule line and one line per row
+    assert digits_quality.summarize(numbers) == table.rstrip("\n")  # what the terminal shows
     for name in ("digits_quality_samples.png", "digits_quality_classes.png"):
         with Image.open(out / name) as image:
             assert image.format == "PNG" and min(image.size) > 200, name
