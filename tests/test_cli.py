@@ -402,6 +402,24 @@ def test_train_reads_an_image_folder_from_data_dir(tmp_path):
     assert "memorised: " in result.stdout and "KID ×10³:" not in result.stdout
 
 
+def test_a_model_of_28x28_idx_files_is_trained_sampled_and_scored_without_a_classifier(tmp_path):
+    from tests.test_data import write_mnist_files
+
+    write_mnist_files(tmp_path, "MNIST", 12, 6, compress=True)
+    result = invoke("train", "--data", "mnist", "--data-dir", tmp_path, "--model", "unet",
+                    "--model-config", "channels=[8]", "--steps", "3", "--batch-size", "4",
+                    "--out", "m.safetensors", "-q", cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    result = invoke("sample", "--ckpt", "m.safetensors", "--sampler", "annealed", "--steps", "4",
+                    "--levels", "2", "--num-samples", "5", "--out", "x.npy", cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "x.npy").shape == (5, 1, 28, 28)
+    assert "Compared with 6 held-out mnist images" in result.stdout
+    assert "Fréchet distance, KID and class coverage: not measured" in result.stdout
+    assert "'mnist'; scoregen ships one for digits only" in result.stdout
+    assert "memorised: " in result.stdout and "nearest-training distance" in result.stdout
+
+
 def test_experiment_runs_lists_and_cleans_up(tmp_path, monkeypatch):
     import types
 
