@@ -5,9 +5,9 @@ Every row is drawn through the sampling layer, ``plan_sampling(model, n, sampler
 steps=..., seed=..., **options)`` then ``run_plan``: exactly what ``scoregen sample --ckpt
 builtin:digits-dae --sampler S --steps N`` (plus the row's options) draws, so the row with no
 options at the CLI's default sampler and steps is the command line's default. The samplers:
-annealed Langevin (the CLI default: 10 geometric levels, steps split evenly, α_i = 0.02 σ_i²
-for images; the row with ``step_lr=4e-05`` is NCSN's α_i = 0.1 σ_i², the points' default, which
-this table replaced for images), predictor–corrector (reverse-diffusion predictor + one Langevin corrector, snr 0.16,
+annealed Langevin (the CLI default: 10 geometric levels, steps split evenly, α_i = 0.01 σ_i²
+for images; rows with ``step_lr`` = r·σ_min² step α_i = r σ_i²: r = 0.1 is NCSN's rule, the
+points' default, which this table replaced for images), predictor–corrector (reverse-diffusion predictor + one Langevin corrector, snr 0.16,
 steps/2 + 1 geometric levels), the probability-flow ODE (Heun on a Karras ρ = 7 ladder of
 steps + 1 levels) and, for contrast, Langevin at one σ started from held-out digits plus
 that noise (``init="data"``; it stays near its start, so it is not generation: its numbers
@@ -29,7 +29,7 @@ and ``digits_quality_classes.png`` (the same samples grouped by predicted class)
     python -m experiments.digits_quality --out out/digits_quality [--full] [--seed 0]
 
 ``--full``: 500 samples per row, 3 seeds and more budgets (about 20 CPU-minutes);
-otherwise 300 samples, 2 seeds and the CLI's default budgets (about 4 CPU-minutes).
+otherwise 300 samples, 2 seeds and the CLI's default budgets (about 6 CPU-minutes).
 """
 
 from __future__ import annotations
@@ -51,16 +51,19 @@ from scoregen.sampling import SamplingPlan, plan_sampling, run_plan
 
 NAME = "digits_quality"
 CKPT = "builtin:digits-dae"
-# NCSN's step rule α_i = 0.1 σ_i² (the CLI's default for learned point models, and for images
-# before the digits table chose 0.02 σ_i²): step_lr = 0.1 σ_min² with the builtin's σ_min = 0.02
-POINT_STEP = {"step_lr": 0.1 * 0.02**2}
+# annealed steps α_i = r σ_i² other than the image default (0.01): step_lr = r σ_min², with the
+# builtin's σ_min = 0.02. r = 0.1 is NCSN's rule, the default for points (and for images before
+# this table chose 0.01).
+STEP = {r: {"step_lr": r * 0.02**2} for r in (0.1, 0.02, 0.005)}
 # (sampler, total steps[, plan_sampling options]): the score-call budget of each row is about
 # the step count (ODE: 2×); "langevin_data" is langevin with init="data" and σ = 0.2
 FULL_ROWS = (
     ("annealed", 500),
     ("annealed", 1000),
     ("annealed", 2000),
-    ("annealed", 2000, POINT_STEP),
+    ("annealed", 2000, STEP[0.1]),
+    ("annealed", 2000, STEP[0.02]),
+    ("annealed", 2000, STEP[0.005]),
     ("pc", 500),
     ("pc", 1000),
     ("ode", 50),
@@ -69,7 +72,9 @@ FULL_ROWS = (
 )
 QUICK_ROWS = (
     ("annealed", 2000),
-    ("annealed", 2000, POINT_STEP),
+    ("annealed", 2000, STEP[0.1]),
+    ("annealed", 2000, STEP[0.02]),
+    ("annealed", 2000, STEP[0.005]),
     ("pc", 1000),
     ("ode", 100),
     ("langevin_data", 100),

@@ -58,8 +58,8 @@ def test_the_plan_says_what_it_will_do():
     assert plan_sampling(dae).step_scale == 0.1
     # a learned image model anneals with the smaller step the digits table chose
     digits = plan_sampling(load_model("builtin:digits-dae"))
-    assert digits.sampler == "annealed" and digits.n == 64 and digits.step_scale == 0.02
-    assert "step α_i = 0.02·σ_i²" in digits.describe()
+    assert digits.sampler == "annealed" and digits.n == 64 and digits.step_scale == 0.01
+    assert "step α_i = 0.01·σ_i²" in digits.describe()
 
 
 @pytest.mark.parametrize(

@@ -36,10 +36,10 @@ ANNEALED_LEVELS = 10
 STEP_SCALE = 0.1
 # annealed, learned image models: α_i = IMAGE_STEP_SCALE σ_i², chosen from the digits table
 # (docs/image_quality.md). At 0.1 σ_i² the chains settle into the learned p_σ at every level,
-# errors included, and on builtin:digits-dae that over-weighted the simplest digits; a five
-# times smaller step still moves a chain about 2.8 σ_i per level (200 steps) and matched the
-# real digits' Fréchet distance and class shares.
-IMAGE_STEP_SCALE = 0.02
+# errors included, and on builtin:digits-dae that over-weighted the simplest digits and
+# raised the Fréchet distance; 0.02 and 0.01 σ_i² did better in every number, 0.01 best (a
+# chain still moves about 2 σ_i per level in 200 steps).
+IMAGE_STEP_SCALE = 0.01
 # A learned score is unreliable where σ is tiny next to the data (Tweedie divides the denoiser's
 # error by σ²): the pc and ode ladders of learned models, whose chains follow the score to the
 # end, stop at LEARNED_SIGMA_MIN σ_data (or the trained σ_min if higher); the final Tweedie step
@@ -81,8 +81,8 @@ DEFAULTS: tuple[tuple[str, str, str], ...] = (
      "data's spread they barely move the chains, a gentle quench where a learned score is least "
      "reliable. Images: chosen from the digits table (docs/image_quality.md), where "
      f"{STEP_SCALE} σ_i² let the chains settle into the learned score's errors (too many of the "
-     "simplest digit) and the smaller step matched the real digits' Fréchet distance and class "
-     "shares. An exact score is right at every σ, and curvature-sized steps let the chains "
+     "simplest digit, and a larger Fréchet distance); the smaller step did better in every number. "
+     "An exact score is right at every σ, and curvature-sized steps let the chains "
      "relax at every level. Either way the discretisation bias on a level's variance is at most "
      "5 %"),
     ("pc", f"N // 2 predictor + corrector pairs on a geometric ladder of N // 2 + 1 levels, "
