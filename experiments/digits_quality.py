@@ -28,8 +28,8 @@ and ``digits_quality_classes.png`` (the same samples grouped by predicted class)
 
     python -m experiments.digits_quality --out out/digits_quality [--full] [--seed 0]
 
-``--full``: 500 samples per row, 3 seeds and more budgets (about 20 CPU-minutes);
-otherwise 300 samples, 2 seeds and the CLI's default budgets (about 6 CPU-minutes).
+``--full``: 500 samples per row, 3 seeds and more budgets (about 30 CPU-minutes);
+otherwise 300 samples, 2 seeds and the CLI's default budgets (about 10 CPU-minutes).
 """
 
 from __future__ import annotations
