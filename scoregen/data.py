@@ -76,6 +76,8 @@ class Dataset:
     space, ``data = x * scale + shift``; it is stored in checkpoints. ``value_range`` is the
     range of the data in data space (``(0, 1)`` for images; None for toys), used to clip
     samples mapped back. ``oracle`` is the exact mixture for the mixture toys.
+    ``train_labels`` / ``test_labels`` are the class labels ``[N]`` (int64) of labelled image
+    sets (digits, MNIST, Fashion-MNIST), aligned with ``train`` / ``test``; None otherwise.
     """
 
     name: str
@@ -88,6 +90,8 @@ class Dataset:
     oracle: GaussianMixture | None = None
     info: dict[str, Any] = field(default_factory=dict)
     value_range: tuple[float, float] | None = None
+    train_labels: Tensor | None = None
+    test_labels: Tensor | None = None
 
     def __post_init__(self):
         sources = sum(s is not None for s in (self.train, self.sampler, self.pairs))
@@ -104,6 +108,14 @@ class Dataset:
             raise ValueError(
                 f"pairs must have shape [N, 2, *{self.shape}], got {tuple(self.pairs.shape)}"
             )
+        for split in ("train", "test"):
+            labels, images = getattr(self, f"{split}_labels"), getattr(self, split)
+            if labels is not None and (images is None or tuple(labels.shape) != (images.shape[0],)):
+                raise ValueError(
+                    f"{split}_labels must be one label per {split} example, got shape "
+                    f"{tuple(labels.shape)} for {split} "
+                    f"{None if images is None else tuple(images.shape)}"
+                )
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """A batch ``[n, *shape]`` of training examples (float32)."""
@@ -450,8 +462,10 @@ def _image_dataset(
     test: Tensor | None,
     model_range: Sequence[float],
     info: dict[str, Any],
+    labels: tuple[Tensor | None, Tensor | None] = (None, None),
 ) -> Dataset:
-    """Pixels in [0, 1] -> model space ``(pixel - shift) / scale`` with ``model_range`` ends."""
+    """Pixels in [0, 1] -> model space ``(pixel - shift) / scale`` with ``model_range`` ends;
+    ``labels`` are the (train, test) class labels, if any."""
     low, high = _check_model_range(model_range)
     # pixel = x * scale + shift maps [low, high] onto [0, 1]
     scale, shift = 1.0 / (high - low), -low / (high - low)
@@ -464,17 +478,24 @@ def _image_dataset(
         normalization={"scale": scale, "shift": shift},
         value_range=(0.0, 1.0),
         info={"kind": "image", **info},
+        train_labels=None if labels[0] is None else labels[0].long(),
+        test_labels=None if labels[1] is None else labels[1].long(),
     )
 
 
 def _subset(images: Tensor, n: int | None, seed: int, what: str) -> Tensor:
     """``n`` images chosen at random (seeded) without replacement; all when ``n`` is None."""
-    if n is None or n == images.shape[0]:
-        return images
-    if not isinstance(n, int) or not 0 < n <= images.shape[0]:
-        raise ValueError(f"{what} must be an integer in [1, {images.shape[0]}], got {n!r}")
-    keep = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed))[:n]
-    return images[keep.sort().values]
+    return images[_subset_index(images.shape[0], n, seed, what)]
+
+
+def _subset_index(total: int, n: int | None, seed: int, what: str) -> Tensor:
+    """The sorted indices :func:`_subset` keeps out of ``total`` examples."""
+    if n is None or n == total:
+        return torch.arange(total)
+    if not isinstance(n, int) or not 0 < n <= total:
+        raise ValueError(f"{what} must be an integer in [1, {total}], got {n!r}")
+    keep = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n]
+    return keep.sort().values
 
 
 def digits(
@@ -484,11 +505,14 @@ def digits(
 
     The 8×8 images hold values 0..16; pixels are ``value / 16`` in [0, 1], resized to
     ``size`` (bilinear) if it is not 8. The test split is ``n_test`` images chosen by a
-    seeded permutation (:func:`split_indices`).
+    seeded permutation (:func:`split_indices`). The labels (0..9) are kept in
+    ``train_labels`` / ``test_labels``.
     """
     from sklearn.datasets import load_digits
 
-    images = torch.from_numpy(load_digits().images).float()[:, None] / 16.0
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images).float()[:, None] / 16.0
+    targets = torch.from_numpy(bunch.target).long()
     images = _resize(images, size)
     train_index, test_index = split_indices(images.shape[0], n_test, seed)
     return _image_dataset(
@@ -497,6 +521,7 @@ def digits(
         images[test_index],
         model_range,
         {"source": "sklearn.datasets.load_digits", "size": images.shape[-1], "seed": seed},
+        labels=(targets[train_index], targets[test_index]),
     )
 
 
@@ -634,8 +659,10 @@ def _idx_dataset(
             _gunzip(archive, raw / file)
     dataset_cls = getattr(tv_datasets, folder)
     try:
-        train = dataset_cls(str(root), train=True, download=download).data
-        test = dataset_cls(str(root), train=False, download=False).data
+        train_set = dataset_cls(str(root), train=True, download=download)
+        test_set = dataset_cls(str(root), train=False, download=False)
+        train, train_labels = train_set.data, train_set.targets
+        test, test_labels = test_set.data, test_set.targets
     except (RuntimeError, OSError) as err:
         if download:
             raise ValueError(f"{name}: downloading into {str(root)!r} failed: {err}") from err
@@ -649,14 +676,16 @@ def _idx_dataset(
             f"{name}: the files in {str(raw)!r} are not valid idx files: {err}"
         ) from err
     to_unit = lambda images: _resize(images[:, None].float() / 255.0, size)  # noqa: E731
-    train = to_unit(_subset(train, n_train, seed, "n_train"))
-    test = to_unit(_subset(test, n_test, seed + 1, "n_test"))
+    train_keep = _subset_index(train.shape[0], n_train, seed, "n_train")
+    test_keep = _subset_index(test.shape[0], n_test, seed + 1, "n_test")
+    train, test = to_unit(train[train_keep]), to_unit(test[test_keep])
     return _image_dataset(
         name,
         train,
         test,
         model_range,
         {"source": f"torchvision.datasets.{folder}", "size": train.shape[-1], "seed": seed},
+        labels=(torch.as_tensor(train_labels)[train_keep], torch.as_tensor(test_labels)[test_keep]),
     )
 
 
@@ -892,6 +921,7 @@ def noise2noise_pairs(dataset: Dataset, sigma: float, seed: int = 0) -> Dataset:
         normalization=dict(dataset.normalization),
         value_range=dataset.value_range,
         info={**dataset.info, "pair_sigma": sigma, "pair_seed": seed},
+        test_labels=dataset.test_labels,
     )
 
 

@@ -46,6 +46,8 @@ __all__ = [
     "histogram_1d",
     "tile_images",
     "image_grid",
+    "sample_sheet",
+    "class_panel",
     "trajectory_strip",
     "trajectory_gif",
     "save_figure",
@@ -557,6 +559,155 @@ def image_grid(
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+    return fig
+
+
+def _upscale(tiled: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling: every pixel becomes a ``scale × scale`` block."""
+    return np.repeat(np.repeat(tiled, scale, axis=0), scale, axis=1)
+
+
+def _pixel_exact_figure(
+    panels: Sequence[tuple[np.ndarray, str | None]],
+    *,
+    gap: int = 16,
+    margin: int = 6,
+    left: int = 0,
+    title_band: int = 22,
+    suptitle: str | None = None,
+) -> Figure:
+    """A figure whose panels show each ``[H, W, C]`` array one array pixel per screen pixel
+    at :data:`DPI` (so an upscaled array keeps its hard-edged blocks), side by side, each
+    with its title above; ``left`` pixels are left free for row labels of the first panel."""
+    from matplotlib.figure import Figure
+
+    heights = [array.shape[0] for array, _ in panels]
+    widths = [array.shape[1] for array, _ in panels]
+    title_lines = max((title.count("\n") + 1 for _, title in panels if title), default=0)
+    suptitle_lines = suptitle.count("\n") + 1 if suptitle else 0
+    top = title_band * title_lines + (title_band - 6) * suptitle_lines + margin
+    width_px = left + sum(widths) + gap * (len(panels) - 1) + 2 * margin
+    height_px = max(heights) + top + margin
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    x = margin + left
+    for array, title in panels:
+        h, w = array.shape[:2]
+        box = (x / width_px, (height_px - top - h) / height_px, w / width_px, h / height_px)
+        ax = fig.add_axes(box)
+        if array.shape[2] == 1:
+            ax.imshow(array[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+        else:
+            ax.imshow(array, interpolation="nearest")
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title)
+        x += w + gap
+    if suptitle:
+        fig.suptitle(suptitle, y=1 - 4 / height_px, va="top")
+    return fig
+
+
+def _check_scale(scale) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(
+            f"scale must be an integer >= 1 (screen pixels per image pixel), got {scale!r}"
+        )
+    return scale
+
+
+@_styled
+def sample_sheet(
+    samples,
+    reference=None,
+    *,
+    nrow: int = 8,
+    n_images: int = 64,
+    scale: int | None = None,
+    titles: tuple[str, str] = ("samples", "held-out images"),
+    suptitle: str | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    normalization: Mapping[str, float] | None = None,
+) -> Figure:
+    """Samples beside real images, large enough to read: the first ``n_images`` of
+    ``samples`` (and of ``reference``, if given) ``[B, C, H, W]`` tiled ``nrow`` per row and
+    upscaled by nearest neighbour, ``scale`` screen pixels per image pixel at :data:`DPI`
+    (default: the smallest of 4, 5, … that makes a grid at least 320 pixels wide, so 8×8
+    digits show at 5× in an 8-wide grid). Values as in :func:`tile_images`."""
+    panels = []
+    sets = [(samples, titles[0])] + ([] if reference is None else [(reference, titles[1])])
+    tiles = [
+        tile_images(
+            _np(images)[:n_images], nrow, value_range=value_range, normalization=normalization
+        )
+        for images, _ in sets
+    ]
+    if scale is None:
+        scale = max(4, math.ceil(320 / tiles[0].shape[1]))
+    scale = _check_scale(scale)
+    for tiled, (images, title) in zip(tiles, sets):
+        count = min(n_images, _np(images).shape[0])
+        panels.append((_upscale(tiled, scale), f"{title} ({count})"))
+    return _pixel_exact_figure(panels, suptitle=suptitle)
+
+
+@_styled
+def class_panel(
+    images,
+    labels,
+    *,
+    n_classes: int | None = None,
+    per_class: int = 12,
+    scale: int = 4,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    normalization: Mapping[str, float] | None = None,
+) -> Figure:
+    """Images grouped by a classifier's label: one row per class holding its first
+    ``per_class`` images (empty slots stay padding), labelled with the class, its count and
+    share of all images. ``labels`` ``[B]`` integers in ``[0, n_classes)`` (default: the
+    largest label + 1); images as in :func:`sample_sheet`."""
+    x = _np(images)
+    labels = np.asarray(_np(labels)).astype(np.int64)
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or labels.shape != (x.shape[0],):
+        raise ValueError(
+            f"images must be [B, C, H, W] with one label each, got images {x.shape} and "
+            f"labels {labels.shape}"
+        )
+    n_classes = int(labels.max()) + 1 if n_classes is None else int(n_classes)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(
+            f"labels must lie in [0, {n_classes - 1}], got {labels.min()}..{labels.max()}"
+        )
+    if class_names is not None and len(class_names) != n_classes:
+        raise ValueError(f"class_names must name {n_classes} classes, got {len(class_names)}")
+    scale = _check_scale(scale)
+    if isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1:
+        raise ValueError(f"per_class must be an integer >= 1, got {per_class!r}")
+    if normalization:
+        x = x * normalization.get("scale", 1.0) + normalization.get("shift", 0.0)
+    _, channels, height, width = x.shape
+    # empty slots hold the top of the value range: white, like the padding
+    grid = np.full((n_classes * per_class, channels, height, width), float(value_range[1]))
+    counts = np.bincount(labels, minlength=n_classes)
+    for k in range(n_classes):
+        members = x[labels == k][:per_class]
+        grid[k * per_class : k * per_class + len(members)] = members
+    tiled = tile_images(grid, per_class, value_range=value_range)
+    label_px = 110
+    # the title centred over the whole figure (labels and grid), not over the grid alone
+    fig = _pixel_exact_figure([(_upscale(tiled, scale), None)], left=label_px, suptitle=title)
+    ax = fig.axes[0]
+    row_px = (height + 1) * scale
+    for k in range(n_classes):
+        name = class_names[k] if class_names is not None else str(k)
+        share = counts[k] / max(1, x.shape[0])
+        ax.text(
+            -8, (k * row_px + row_px / 2 + scale / 2), f"{name}: {counts[k]} ({share:.0%})",
+            ha="right", va="center", fontsize=8,
+        )  # fmt: skip
     return fig
 
 

@@ -201,6 +201,19 @@ def test_sample_images_from_the_digits_builtin(tmp_path):
     pixels = np.load(tmp_path / "d.npy")
     assert pixels.shape == (8, 1, 8, 8) and pixels.min() >= 0 and pixels.max() <= 1
     assert (tmp_path / "d.png").exists()
+    # the summary ends with the image numbers, each beside its real-vs-real band
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Drew 8 samples from builtin:digits-dae")
+    assert lines[1].startswith("Compared with 297 held-out digits images")
+    text = "\n".join(lines[2:])
+    for needle in ("20 sets of 8 real training images", "Fréchet distance in the digits "
+                   "classifier's features", "× the real median (band", "KID ×10³", "class shares",
+                   "weakest share", "TV to uniform", "memorised: ", "nearest-training distance"):  # fmt: skip
+        assert needle in text, (needle, result.stdout)
+    assert lines[-1].startswith("Wrote d.npy, d.png")
+    quiet = invoke("sample", "--ckpt", "builtin:digits-dae", "--steps", "20", "--levels", "4",
+                   "--num-samples", "8", "-q", cwd=tmp_path)  # fmt: skip
+    assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == "", quiet.output
 
 
 # ---------------------------------------------------------------------- errors, in-process
@@ -370,7 +383,7 @@ def test_train_errors_leave_no_files(tmp_path, args, code, needles):
 def test_train_reads_an_image_folder_from_data_dir(tmp_path):
     images = tmp_path / "imgs"
     images.mkdir()
-    for i in range(6):
+    for i in range(20):
         _write_digit(images / f"digit{i}.png", index=i)
     result = invoke("train", "--data", "image_folder", "--data-dir", str(images),
                     "--data-options", "size=8", "--model-config", "hidden=[8]",
@@ -380,6 +393,31 @@ def test_train_reads_an_image_folder_from_data_dir(tmp_path):
     record = read_record(tmp_path / "m.safetensors")
     assert record["data"]["name"] == "image_folder"
     assert record["training"]["config"]["data_options"]["data_dir"] == str(images)
+    # no classifier for these images: the report measures memorisation and says what it cannot
+    result = invoke("sample", "--ckpt", "m.safetensors", "--steps", "10", "--levels", "2",
+                    "--num-samples", "4", cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Compared with 2 held-out image_folder images" in result.stdout
+    assert "Fréchet distance, KID and class coverage: not measured" in result.stdout
+    assert "memorised: " in result.stdout and "KID ×10³:" not in result.stdout
+
+
+def test_a_model_of_28x28_idx_files_is_trained_sampled_and_scored_without_a_classifier(tmp_path):
+    from tests.test_data import write_mnist_files
+
+    write_mnist_files(tmp_path, "MNIST", 12, 6, compress=True)
+    result = invoke("train", "--data", "mnist", "--data-dir", tmp_path, "--model", "unet",
+                    "--model-config", "channels=[8]", "--steps", "3", "--batch-size", "4",
+                    "--out", "m.safetensors", "-q", cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    result = invoke("sample", "--ckpt", "m.safetensors", "--sampler", "annealed", "--steps", "4",
+                    "--levels", "2", "--num-samples", "5", "--out", "x.npy", cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "x.npy").shape == (5, 1, 28, 28)
+    assert "Compared with 6 held-out mnist images" in result.stdout
+    assert "Fréchet distance, KID and class coverage: not measured" in result.stdout
+    assert "'mnist'; scoregen ships one for digits only" in result.stdout
+    assert "memorised: " in result.stdout and "nearest-training distance" in result.stdout
 
 
 def test_experiment_runs_lists_and_cleans_up(tmp_path, monkeypatch):

@@ -138,6 +138,25 @@ def test_digits_split_partitions_the_real_images_in_minus_one_one():
     assert not torch.equal(load_dataset("digits", seed=1).test, data.test)
 
 
+def test_digits_labels_follow_their_images():
+    from sklearn.datasets import load_digits
+
+    data = load_digits_cached()
+    bunch = load_digits()
+    reference = torch.from_numpy(bunch.images).float()[:, None] / 16
+    label_of = {tuple(r): int(t) for r, t in zip(reference.flatten(1).tolist(), bunch.target)}
+    for split in ("train", "test"):
+        pixels = data.to_data_space(getattr(data, split)).flatten(1).tolist()
+        labels = getattr(data, f"{split}_labels")
+        assert labels.dtype == torch.int64 and labels.shape == (len(pixels),)
+        # duplicated images in the set may carry either label; every image's label is one of its
+        mismatches = sum(label_of[tuple(p)] != int(t) for p, t in zip(pixels, labels))
+        assert mismatches <= 2, f"{mismatches} {split} labels do not match their images"
+    with pytest.raises(ValueError, match="test_labels must be one label per test example"):
+        Dataset("x", (2,), train=torch.zeros(3, 2), test=torch.zeros(2, 2),
+                test_labels=torch.zeros(3))  # fmt: skip
+
+
 _DIGITS = {}
 
 
@@ -253,8 +272,10 @@ def write_mnist_files(root, folder, n_train, n_test, compress, seed=0):
     images = {}
     for split, n in (("train", n_train), ("t10k", n_test)):
         images[split] = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        # each label is its image's first pixel mod 10, so a test can check they stay paired
+        images[f"{split}_labels"] = images[split][:, 0, 0] % 10
         write_idx(raw / f"{split}-images-idx3-ubyte", images[split], compress)
-        write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, n), compress)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", images[f"{split}_labels"], compress)
     return images
 
 
@@ -267,8 +288,14 @@ def test_mnist_style_loader_reads_idx_files(tmp_path, name, folder, compress):
     expected = torch.from_numpy(images["train"]).float()[:, None] / 255
     assert torch.allclose(data.to_data_space(data.train), expected, atol=1e-6)
     assert data.record()["name"] == name and data.record()["value_range"] == [0.0, 1.0]
-    subset = load_dataset(name, data_dir=tmp_path, n_train=3, size=14)
+    assert data.train_labels.tolist() == images["train_labels"].tolist()
+    assert data.test_labels.tolist() == images["t10k_labels"].tolist()
+    subset = load_dataset(name, data_dir=tmp_path, n_train=3, n_test=2, size=14)
     assert subset.train.shape == (3, 1, 14, 14)
+    kept = load_dataset(name, data_dir=tmp_path, n_train=3, n_test=2)
+    for split in ("train", "test"):
+        first_pixel = (kept.to_data_space(getattr(kept, split))[:, 0, 0, 0] * 255).round().long()
+        assert torch.equal(getattr(kept, f"{split}_labels"), first_pixel % 10)
 
 
 def test_a_corrupt_archive_is_named(tmp_path):

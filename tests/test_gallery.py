@@ -58,6 +58,7 @@ SLOW = (
     "score_matching",  # trains three MLPs (~45 s)
     "compare_architectures",  # trains six families on two datasets (~55 s)
     "inverse_problems",  # 6 problems x 7 solvers, 16 samples each (~5-15 min)
+    "digits_quality",  # 7 sampler rows of 300 digits, 2 seeds, scored (~10 min)
 )
 REGENERATE = "python -m experiments.gallery --only {name}"
 

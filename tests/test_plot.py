@@ -201,3 +201,55 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     assert target.read_text() == "new"
     with pytest.raises(ValueError, match="mode"):
         atomic_write(target, lambda f: None, mode="a")
+
+
+def _pixel_size(fig) -> tuple[int, int]:
+    width, height = fig.get_size_inches() * fig.dpi
+    return round(width), round(height)
+
+
+def _axes_pixels(ax) -> tuple[float, float]:
+    box = ax.get_window_extent()
+    return box.width, box.height
+
+
+def test_sample_sheet_shows_each_image_pixel_as_a_block_of_at_least_four():
+    samples, reference = torch.rand(64, 1, 8, 8), torch.rand(30, 1, 8, 8)
+    fig = plot.sample_sheet(samples, reference, suptitle="digits")
+    assert [ax.get_title() for ax in fig.axes] == ["samples (64)", "held-out images (30)"]
+    # 8 per row: 8 × (8 + 1) + 1 = 73 pixels wide; 64 images are 8 rows, 30 are 4 rows
+    for ax, rows in zip(fig.axes, (8, 4)):
+        image = ax.images[0].get_array()
+        scale = image.shape[1] // 73
+        assert scale >= 4 and image.shape[:2] == (scale * (9 * rows + 1), scale * 73)
+        # nearest-neighbour blocks: each scale × scale block is one value
+        block = np.asarray(image[scale : 2 * scale, scale : 2 * scale])
+        assert np.all(block == block[0, 0])
+        # drawn one array pixel per screen pixel
+        width, height = _axes_pixels(ax)
+        assert abs(width - image.shape[1]) <= 1 and abs(height - image.shape[0]) <= 1
+    fig = plot.sample_sheet(samples, scale=6)
+    assert len(fig.axes) == 1 and fig.axes[0].images[0].get_array().shape[0] == 6 * 73
+    with pytest.raises(ValueError, match="scale must be an integer >= 1"):
+        plot.sample_sheet(samples, scale=0)
+
+
+def test_class_panel_groups_images_by_label_with_counts():
+    images = torch.stack([torch.full((1, 8, 8), k / 10) for k in range(10) for _ in range(k)])
+    labels = torch.tensor([k for k in range(10) for _ in range(k)])  # k images of class k
+    fig = plot.class_panel(images, labels, n_classes=10, per_class=5, scale=4)
+    ax = fig.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    assert texts[0] == "0: 0 (0%)" and texts[9] == f"9: 9 ({9 / 45:.0%})"
+    image = np.asarray(ax.images[0].get_array())
+    assert image.shape[:2] == (4 * (10 * 9 + 1), 4 * (5 * 9 + 1))
+    # row k, slot j holds an image of class k while j < k, else white
+    for k in (0, 3, 9):
+        for j in (0, 2, 4):
+            top, left = 4 * (1 + 9 * k), 4 * (1 + 9 * j)
+            expected = k / 10 if j < k else 1.0
+            assert image[top, left] == pytest.approx(expected), (k, j)
+    with pytest.raises(ValueError, match="one label each"):
+        plot.class_panel(images, labels[:-1])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 4\]"):
+        plot.class_panel(images, labels, n_classes=5)

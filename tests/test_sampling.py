@@ -55,6 +55,11 @@ def test_the_plan_says_what_it_will_do():
     assert learned.sigmas[-1] == pytest.approx(max(dae.sigma_range[0], 0.05 * dae.sigma_data))
     assert plan_sampling(dae).sigmas[-1] == pytest.approx(dae.sigma_range[0])
     assert not plan_sampling(dae).adaptive
+    assert plan_sampling(dae).step_scale == 0.1
+    # a learned image model anneals with the smaller step the digits table chose
+    digits = plan_sampling(load_model("builtin:digits-dae"))
+    assert digits.sampler == "annealed" and digits.n == 64 and digits.step_scale == 0.01
+    assert "step α_i = 0.01·σ_i²" in digits.describe()
 
 
 @pytest.mark.parametrize(
@@ -155,6 +160,26 @@ def test_a_toy_without_an_exact_density_is_compared_with_its_held_out_set(tmp_pa
     assert report.distance.p_value > 0.02
     noise = torch.randn(500, 2, generator=torch.Generator().manual_seed(9))
     assert report_samples(noise, model, plan).distance.p_value < 0.02
+
+
+def test_real_digits_score_inside_the_image_bands_and_noise_outside():
+    from scoregen.data import load_dataset
+
+    model = load_model("builtin:digits-dae")
+    plan = plan_sampling(model, 200)
+    data = load_dataset("digits")
+    real = data.to_data_space(data.train[torch.randperm(1500, generator=torch.Generator().manual_seed(3))[:200]])  # fmt: skip
+    report = report_samples(real, model, plan, seed=0)
+    assert report.image is not None and report.image.n_test == 297
+    assert str(report).startswith("Compared with 297 held-out digits images:")
+    # training digits are copies (memorised), but their Fréchet distance is a real one (a
+    # training subset is a reference draw: inside the 5–95 % band with probability >= 0.9)
+    assert {"memorised", "nn_ratio"} <= set(report.image.outside)
+    assert report.image.bands["fd"].within, report.image.bands["fd"]
+    noise = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    noisy = report_samples(noise, model, plan, seed=0)
+    assert {"fd", "kid"} <= set(noisy.image.outside)
+    assert "Fréchet distance in the digits classifier's features" in str(noisy)
 
 
 # ---------------------------------------------------------------------- right at the defaults

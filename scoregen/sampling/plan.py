@@ -34,6 +34,14 @@ ANNEALED_LEVELS = 10
 # the chains, so they relax at every level. ULA's bias on a Gaussian's variance v at step
 # STEP_SCALE v is a factor 1/(1 − STEP_SCALE/2).
 STEP_SCALE = 0.1
+# annealed, learned image models: α_i = IMAGE_STEP_SCALE σ_i², chosen from the digits table
+# (docs/image_quality.md). At 0.1 σ_i² the chains settle into the learned p_σ at every level,
+# errors included, and on builtin:digits-dae that over-weighted the simplest digits and
+# raised the Fréchet distance. 0.02 and 0.01 σ_i² both did better in every number (between
+# them the Fréchet distance differed less than its seed-to-seed spread; 0.01 gave the more even
+# class shares); at 0.01 a chain still moves about 2 σ_i per level in 200 steps, at 0.005 the
+# chains no longer converged.
+IMAGE_STEP_SCALE = 0.01
 # A learned score is unreliable where σ is tiny next to the data (Tweedie divides the denoiser's
 # error by σ²): the pc and ode ladders of learned models, whose chains follow the score to the
 # end, stop at LEARNED_SIGMA_MIN σ_data (or the trained σ_min if higher); the final Tweedie step
@@ -68,11 +76,15 @@ DEFAULTS: tuple[tuple[str, str, str], ...] = (
     ("annealed levels", f"{ANNEALED_LEVELS} geometric levels, steps split evenly",
      "NCSN's ladder: constant ratio between levels, so each level's noise ball overlaps the next"),
     ("annealed step", f"learned models: α_i = {STEP_SCALE} σ_i² (NCSN's rule with step_lr = "
-     f"{STEP_SCALE} σ_min²); exact mixtures: α_i = {STEP_SCALE} / κ_i, κ_i the mean curvature "
-     "of −log p_σi at the chains (one extra score evaluation per level)",
+     f"{STEP_SCALE} σ_min²), images {IMAGE_STEP_SCALE} σ_i²; exact mixtures: α_i = "
+     f"{STEP_SCALE} / κ_i, κ_i the mean curvature of −log p_σi at the chains (one extra score "
+     "evaluation per level)",
      "−log p_σ has curvature at most 1/σ², so σ_i² steps are stable for any data; below the "
      "data's spread they barely move the chains, a gentle quench where a learned score is least "
-     "reliable. An exact score is right at every σ, and curvature-sized steps let the chains "
+     "reliable. Images: chosen from the digits table (docs/image_quality.md), where "
+     f"{STEP_SCALE} σ_i² let the chains settle into the learned score's errors (too many of the "
+     "simplest digit, and a larger Fréchet distance); the smaller step did better in every number. "
+     "An exact score is right at every σ, and curvature-sized steps let the chains "
      "relax at every level. Either way the discretisation bias on a level's variance is at most "
      "5 %"),
     ("pc", f"N // 2 predictor + corrector pairs on a geometric ladder of N // 2 + 1 levels, "
@@ -405,7 +417,8 @@ def plan_sampling(
         bottom = _check_sigma(check_positive_float("sigma_min", sigma_min), "sigma_min", model) if sigma_min is not None else low  # fmt: skip
         if bottom >= top:
             raise ValueError(f"sigma_min={bottom:g} must be below sigma_max={top:g}")
-        plan.update(_ladder(sampler, steps, top, bottom, levels, step_lr, snr))
+        scale = IMAGE_STEP_SCALE if is_image and not model.exact else STEP_SCALE
+        plan.update(_ladder(sampler, steps, top, bottom, levels, step_lr, snr, scale))
         if sampler == "annealed" and step_lr is None:
             plan["adaptive"] = model.exact
         start_sigma = top
@@ -515,8 +528,9 @@ def _single_level(model, sampler, steps, sigma, step_size) -> dict[str, Any]:
     return {"sigma": float(sigma), "step_size": float(step_size), "n_steps": steps}
 
 
-def _ladder(sampler, steps, top, bottom, levels, step_lr, snr) -> dict[str, Any]:
-    """The σ ladder and its step rule for annealed / pc / ode (see :data:`DEFAULTS`)."""
+def _ladder(sampler, steps, top, bottom, levels, step_lr, snr, step_scale) -> dict[str, Any]:
+    """The σ ladder and its step rule for annealed / pc / ode (see :data:`DEFAULTS`);
+    ``step_scale`` is annealed's α_i / σ_i² when ``step_lr`` is not given."""
     from scoregen.samplers import geometric_sigmas, karras_sigmas
 
     if sampler == "annealed":
@@ -533,7 +547,7 @@ def _ladder(sampler, steps, top, bottom, levels, step_lr, snr) -> dict[str, Any]
             "sigmas": tuple(sigmas.tolist()),
             "n_steps_each": steps // levels,
             "step_lr": step_lr,
-            "step_scale": None if step_lr is not None else STEP_SCALE,
+            "step_scale": None if step_lr is not None else step_scale,
         }
     if steps < 2:
         raise ValueError(

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from scoregen.metrics import ImageQuality
+
 __all__ = ["Banded", "SampleReport", "report_samples"]
 
+# Images: the report compares with at most this many held-out images (the memorisation
+# threshold's nearest-training distances cost one pass over the training set each).
+MAX_REPORT_IMAGES = 1000
 # The report looks at no more than this many samples (a random subset beyond), so its cost
 # and memory stay bounded whatever the run's size: energy distances are O(n²).
 MAX_REPORT_POINTS = 1000
@@ -67,6 +74,7 @@ class SampleReport:
     worst_weight_z: float | None = None
     spread_ratios: list[float] | None = None
     spread_counts: list[int] | None = None
+    image: ImageQuality | None = None
 
     def __str__(self) -> str:
         if self.target is None:
@@ -161,15 +169,20 @@ def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleRepo
     * A toy data set with a held-out test set (moons, rings, ...): the energy distance to the
       test set, next to the band of fresh draws of the data against the same test set.
 
-    Returns None when there is nothing to compare with (images are judged by
-    :mod:`scoregen.metrics`'s image scores; data passed from Python has no reference). At
-    most :data:`MAX_REPORT_POINTS` samples are used (a random subset, said in the report).
+    * Images: :func:`scoregen.metrics.image_quality` against the held-out images of the
+      data set the checkpoint was trained on (see :func:`_image_report`): the Fréchet and
+      kernel distances and class coverage in the features of a shipped classifier for that
+      data (digits), memorisation in pixels; each next to real training images' band.
+
+    Returns None when there is nothing to compare with (points passed from Python have no
+    reference). At most :data:`MAX_REPORT_POINTS` samples are used (a random subset, said in
+    the report).
     """
     from scoregen.data import DATASETS, dataset_options, load_dataset
 
     generator = torch.Generator().manual_seed(seed + 1)
     if plan.is_image:
-        return None
+        return _image_report(samples, model, plan, seed=seed)
     x = samples.detach().reshape(samples.shape[0], -1).double().cpu()
     n_all = x.shape[0]
     if n_all < 2:
@@ -226,3 +239,103 @@ def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleRepo
     )
     report.lines.append(str(report.distance))
     return report
+
+
+def _image_report(samples: Tensor, model, plan, *, seed: int) -> SampleReport:
+    """The image lines: :func:`~scoregen.metrics.image_quality` of the samples (pixels)
+    against the held-out images of the checkpoint's data set (at most
+    :data:`MAX_REPORT_IMAGES`, a seeded subset), with the shipped classifier for that data
+    when there is one; otherwise the lines say which numbers could not be measured and why."""
+    from scoregen.data import DATASETS, dataset_options, load_dataset
+    from scoregen.metrics import image_quality
+    from scoregen.models.classifier import BUILTIN_CLASSIFIERS, load_classifier
+
+    n = samples.shape[0]
+    name = model.data.get("name")
+
+    def unmeasured(why: str) -> SampleReport:
+        return SampleReport(target=None, n=n, lines=[f"Image quality not measured: {why}."])
+
+    if n < 2:
+        return unmeasured("it needs at least 2 samples")
+    if name not in DATASETS:
+        return unmeasured(
+            f"{model.name} was trained on data {name!r}, which scoregen cannot rebuild to "
+            "compare with"
+        )
+    # the data record holds the loader's options; the training config also those it does not
+    # record (the folder the files came from)
+    allowed = dataset_options(name)
+    given = {**model.config.get("data_options", {}), **model.data}
+    options = {k: v for k, v in given.items() if k in allowed}
+    try:
+        dataset = load_dataset(name, **options)
+    except (ValueError, OSError) as e:
+        return unmeasured(f"cannot load the data set {name!r} to compare with ({e})")
+    if dataset.train is None or dataset.test is None or min(len(dataset.train), len(dataset.test)) < 2:  # fmt: skip
+        return unmeasured(
+            f"the data set {name!r} needs at least 2 training and 2 held-out images to compare "
+            "with"
+        )
+    generator = torch.Generator().manual_seed(seed + 1)
+    test = _subset(dataset.test, MAX_REPORT_IMAGES, generator)
+    train, test = dataset.to_data_space(dataset.train), dataset.to_data_space(test)
+    classifier = load_classifier(name) if name in BUILTIN_CLASSIFIERS else None
+    quality = image_quality(
+        samples.detach().float().cpu(), classifier=classifier, train=train, test=test, seed=seed
+    )
+    what = f"{test.shape[0]} held-out {name} images"
+    if plan.target_sigma > 0:
+        what += f" (the chains target p_σ at σ={plan.target_sigma:.4g}: noisy images)"
+    report = SampleReport(target=what, n=n, image=quality)
+    report.lines = image_lines(quality, classifier_for=None if classifier is None else name)
+    if classifier is None:
+        shipped = ", ".join(sorted(BUILTIN_CLASSIFIERS))
+        report.lines.insert(
+            1,
+            f"Fréchet distance, KID and class coverage: not measured (they need a trained "
+            f"classifier for {name!r}; scoregen ships one for {shipped} only)",
+        )
+    return report
+
+
+def image_lines(quality: ImageQuality, classifier_for: str | None) -> list[str]:
+    """:class:`~scoregen.metrics.ImageQuality` as the report's lines: what the bands are,
+    then each number beside its real-vs-real band and whether it is inside."""
+    bands = quality.bands
+
+    def verdict(key: str) -> str:
+        return "ok" if bands[key].within else "outside"
+
+    used = quality.n_evaluated
+    of = f" (a random {used} of the {quality.n_samples})" if used < quality.n_samples else ""
+    lines = [
+        f"each band: the same number for {quality.n_draws} sets of {used} real training "
+        f"images{of} (5–95 %, widened for fresh draws)"
+    ]
+    if "fd" in bands:
+        fd, kid = bands["fd"], bands["kid"]
+        lines.append(
+            f"Fréchet distance in the {classifier_for} classifier's features: "
+            f"{quality.fd_ratio:.2f}× the real median (band {fd.low / fd.median:.2f}–"
+            f"{fd.high / fd.median:.2f}×): {verdict('fd')}"
+        )
+        lines.append(
+            f"KID ×10³: {1e3 * kid.value:.3g} (real median {1e3 * kid.median:.3g}, band "
+            f"{1e3 * kid.low:.3g} to {1e3 * kid.high:.3g}): {verdict('kid')}"
+        )
+        coverage, tv, weakest = quality.coverage, bands["class_tv"], bands["weakest_class"]
+        lines.append(
+            f"class shares {coverage.weakest_share:.1%} (class {coverage.weakest_class}) to "
+            f"{coverage.largest_share:.1%}: weakest share {verdict('weakest_class')} (real "
+            f"band ≥ {weakest.low:.1%}); TV to uniform {tv.value:.3f} (real median "
+            f"{tv.median:.3f}, band ≤ {tv.high:.3f}): {verdict('class_tv')}"
+        )
+    memorised, ratio = bands["memorised"], bands["nn_ratio"]
+    lines.append(
+        f"memorised: {memorised.value:.1%} of the samples are closer to a training image than "
+        f"{1 - memorised.median:.0%} of held-out images are (real band ≤ {memorised.high:.1%}): "
+        f"{verdict('memorised')}; nearest-training distance {ratio.value:.2f}× the held-out "
+        f"images' (band {ratio.low:.2f}–{ratio.high:.2f}): {verdict('nn_ratio')}"
+    )
+    return lines
