@@ -117,7 +117,8 @@ def save_checkpoint(
 ) -> Path:
     """Write ``denoiser`` (a :class:`scoregen.models.Denoiser`) as one self-describing file.
 
-    ``data`` is the :class:`scoregen.data.Dataset` it was trained on, or that dataset's
+    ``data`` is the :class:`scoregen.data.Dataset` it was trained on (its statistics,
+    :func:`scoregen.data.dataset_stats`, are computed and stored), or that dataset's
     ``record()`` dict (shape, normalisation, statistics), or at least ``{"shape": [...]}``;
     it may be omitted only when the network fixes its input shape itself (the MLP).
     ``sigma`` is ``{"fixed": σ}`` or ``{"min", "max", "distribution", ...}`` (taken from
@@ -133,7 +134,10 @@ def save_checkpoint(
 
     model = denoiser_record(denoiser)  # ValueError for an unregistered network
     if data is not None and hasattr(data, "record"):
-        data = data.record()
+        from scoregen.data import dataset_stats
+
+        # the statistics a sampler's start needs (train records the same)
+        data = {**data.record(), "stats": dataset_stats(data)}
     if data is not None and not isinstance(data, dict):
         raise TypeError(f"data must be a Dataset or a dict, got {type(data).__name__}")
     if not (data or {}).get("shape") and model["net"].get("shape") is None:
