@@ -48,9 +48,11 @@ SPREAD_SEEDS = 5
 # Floating-point slack for numbers that do not depend on the seed.
 REL_TOL, ABS_TOL = 1e-6, 1e-9
 # Numbers that measure the machine, not the experiment (wall times, thread counts, paths
-# under the output folder): a rerun never compares them.
+# under the output folder), and tables rendered as text (they repeat numbers compared one by
+# one, with their wall times): a rerun never compares them.
 VOLATILE_KEY = re.compile(
     r"second|time|timing|_s$|^ms_per_step$|^machine$|^torch_threads$|^checkpoint$"
+    r"|^table$|_markdown$"
 )
 
 

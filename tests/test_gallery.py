@@ -100,6 +100,10 @@ def test_gallery_numbers_match_a_rerun_at_the_same_seed(name, tmp_path):
 def test_compare_numbers_allows_float_rounding_and_the_seed_spread_but_not_more():
     stored = {"loss": 6.33, "n": 4000, "w": [0.8, 0.2], "kind": "mlp", "seconds": 7.5}
     assert compare_numbers(stored, {**stored, "seconds": 99.0}) == []  # wall times never count
+    # rendered tables repeat the numbers with their wall times: compared number by number
+    tables = {"table": "| 1.40 | 67 |", "table_markdown": "| 1.40 | 67 |"}
+    assert compare_numbers({**stored, **tables}, {**stored, "table": "| 1.40 | 93 |",
+                                                  "table_markdown": "| 1.40 | 93 |"}) == []  # fmt: skip
     assert compare_numbers(stored, {**stored, "loss": 6.33 * (1 + 1e-9)}) == []
     assert compare_numbers(stored, {**stored, "loss": 0.577})[0].startswith("loss: gallery 6.33")
     # with a seed spread of 0.01, a difference of 4·√2·0.01 = 0.0566 is the limit
