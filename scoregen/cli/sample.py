@@ -52,7 +52,7 @@ scoregen.sample(model, n, ...) draws exactly these samples.
 @click.option("--sigma-min", type=Level(), default=None, help="annealed/pc/ode: bottom of the σ ladder. [default: the model's σ min; pc and ode on a learned model: max(σ min, 0.05 σ_data)]")  # fmt: skip
 @click.option("--levels", type=Count(minimum=2), default=None, help="annealed: number of geometric σ levels. [default: 10]")  # fmt: skip
 @click.option("--step-lr", type=Level(), default=None, help="annealed: NCSN's rule α_i = step_lr·σ_i²/σ_min². [default: each level's step adapts to the curvature of p_σ]")  # fmt: skip
-@click.option("--snr", type=Level(), default=None, help="pc: the corrector's signal-to-noise ratio. [default: 0.16]")  # fmt: skip
+@click.option("--snr", type=Level(), default=None, help="pc: the corrector's signal-to-noise ratio. [default: 0.16; learned point models 0.075]")  # fmt: skip
 @click.option("--temperature", type=Level(allow_zero=True), default=1.0, help="langevin/annealed: T in x + ε s + sqrt(2εT) z; 1 samples p_σ, 0.5 samples p_σ² (normalised).")  # fmt: skip
 @click.option("--init", type=click.Choice(("noise", "uniform", "data", "exact")), default="noise", help="Start: noise = N(data mean, data covariance + σ_start² I); exact = draws of p_σ (mixture presets); uniform = a box of ±3 data std (images: the pixel range); data = held-out examples + noise.")  # fmt: skip
 @click.option("--init-data", type=click.Path(exists=True, dir_okay=False), default=None, help="With --init data: the examples to start from (.pt, .npy or .npz with key 'samples'), in data space. [default: the checkpoint's held-out data]")  # fmt: skip
