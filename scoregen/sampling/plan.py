@@ -540,7 +540,8 @@ def _single_level(model, sampler, steps, sigma, step_size) -> dict[str, Any]:
 
 def _ladder(sampler, steps, top, bottom, levels, step_lr, snr, step_scale) -> dict[str, Any]:
     """The σ ladder and its step rule for annealed / pc / ode (see :data:`DEFAULTS`);
-    ``step_scale`` is annealed's α_i / σ_i² when ``step_lr`` is not given."""
+    ``step_scale`` is annealed's α_i / σ_i² when ``step_lr`` is not given, ``snr`` pc's
+    corrector snr (the caller has filled in its default)."""
     from scoregen.samplers import geometric_sigmas, karras_sigmas
 
     if sampler == "annealed":
@@ -567,8 +568,7 @@ def _ladder(sampler, steps, top, bottom, levels, step_lr, snr, step_scale) -> di
         )
     if sampler == "pc":
         sigmas = geometric_sigmas(top, bottom, steps // 2 + 1, dtype=_f64())
-        snr = PC_SNR if snr is None else check_positive_float("snr", snr)
-        return {"sigmas": tuple(sigmas.tolist()), "snr": float(snr)}
+        return {"sigmas": tuple(sigmas.tolist()), "snr": float(check_positive_float("snr", snr))}
     sigmas = karras_sigmas(top, bottom, steps + 1, dtype=_f64())
     return {"sigmas": tuple(sigmas.tolist())}
 
