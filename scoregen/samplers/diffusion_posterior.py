@@ -13,12 +13,9 @@ from scoregen._util import check_positive_float
 from scoregen.samplers._common import (
     Callback,
     SamplerLoop,
-    check_batch,
-    check_callable,
     randn_like,
-    sigma_list,
 )
-from scoregen.samplers.likelihood import GaussianLikelihood
+from scoregen.samplers.likelihood import GaussianLikelihood, check_posterior_inputs
 
 __all__ = ["diffpir", "dps", "denoiser_error_variance", "DPS_GUIDANCE", "ERROR_VARIANCES"]
 
@@ -37,11 +34,7 @@ def denoiser_error_variance(sigma: float, sigma_data: float) -> float:
 
 
 def _check_common(score, x, sigmas, likelihood, sigma_data, zeta, clip):
-    check_callable("score", score)
-    x = check_batch(x)
-    if not isinstance(likelihood, GaussianLikelihood):
-        raise TypeError(f"likelihood must be a GaussianLikelihood, got {type(likelihood).__name__}")
-    levels = sigma_list(sigmas)
+    x, levels = check_posterior_inputs(score, x, sigmas, likelihood)
     sigma_data = check_positive_float("sigma_data", sigma_data)
     if zeta is not None:
         zeta = check_positive_float("zeta", zeta, allow_zero=True)

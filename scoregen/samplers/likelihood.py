@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from scoregen._util import check_positive_int
+from scoregen.samplers._common import check_batch, check_callable, sigma_list
 
 __all__ = ["GaussianLikelihood", "conjugate_gradient"]
 
@@ -366,6 +367,16 @@ class GaussianLikelihood:
         out.y = y / scale
         out._y = _Converted(out.y)
         return out
+
+
+def check_posterior_inputs(score, x, sigmas, likelihood) -> tuple[Tensor, list[float]]:
+    """The checks every posterior sampler makes: a callable prior ``score``, a batch ``x``,
+    a :class:`GaussianLikelihood`, and a descending ladder; returns ``(x, levels)``."""
+    check_callable("score", score)
+    x = check_batch(x)
+    if not isinstance(likelihood, GaussianLikelihood):
+        raise TypeError(f"likelihood must be a GaussianLikelihood, got {type(likelihood).__name__}")
+    return x, sigma_list(sigmas)
 
 
 def _per_chain(value, x: Tensor):

@@ -8,14 +8,13 @@ import torch
 from torch import Tensor
 
 from scoregen._util import check_positive_float, check_positive_int
-from scoregen.samplers._common import (
-    Callback,
-    check_batch,
-    check_callable,
-    sigma_list,
-)
+from scoregen.samplers._common import Callback, check_callable
 from scoregen.samplers.langevin import _run_levels
-from scoregen.samplers.likelihood import GaussianLikelihood, divergence_hint
+from scoregen.samplers.likelihood import (
+    GaussianLikelihood,
+    check_posterior_inputs,
+    divergence_hint,
+)
 
 __all__ = ["posterior_score", "annealed_posterior_langevin", "mixture_posterior"]
 
@@ -146,11 +145,7 @@ def annealed_posterior_langevin(
             at every level, whose stable steps are then tiny at large σ).
         Other options as in :func:`annealed_langevin`.
     """
-    check_callable("score", score)
-    x = check_batch(x)
-    if not isinstance(likelihood, GaussianLikelihood):
-        raise TypeError(f"likelihood must be a GaussianLikelihood, got {type(likelihood).__name__}")
-    levels = sigma_list(sigmas)
+    x, levels = check_posterior_inputs(score, x, sigmas, likelihood)
     n_steps_each = check_positive_int("n_steps_each", n_steps_each)
     n_steps_last = (
         n_steps_each if n_steps_last is None else check_positive_int("n_steps_last", n_steps_last)
