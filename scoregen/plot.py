@@ -551,15 +551,20 @@ def image_grid(
         inches = 5.0 / max(height, width)  # the longer side 5 inches
         size = (max(1.0, width * inches), max(1.0, height * inches) + (0.3 if title else 0.0))
         ax = new_figure(panel_size=size)[1][0, 0]
-    fig = ax.figure
-    if tiled.shape[2] == 1:
-        ax.imshow(tiled[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    _show_pixels(ax, tiled, title)
+    return ax.figure
+
+
+def _show_pixels(ax: Axes, array: np.ndarray, title: str | None) -> None:
+    """``array`` ``[H, W, C]`` in [0, 1] on ``ax`` pixel for pixel (grey for C = 1), no axes,
+    ``title`` above it."""
+    if array.shape[2] == 1:
+        ax.imshow(array[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
     else:
-        ax.imshow(tiled, interpolation="nearest")
+        ax.imshow(array, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title)
-    return fig
 
 
 def _upscale(tiled: np.ndarray, scale: int) -> np.ndarray:
@@ -593,14 +598,7 @@ def _pixel_exact_figure(
     for array, title in panels:
         h, w = array.shape[:2]
         box = (x / width_px, (height_px - top - h) / height_px, w / width_px, h / height_px)
-        ax = fig.add_axes(box)
-        if array.shape[2] == 1:
-            ax.imshow(array[..., 0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(array, interpolation="nearest")
-        ax.set_axis_off()
-        if title:
-            ax.set_title(title)
+        _show_pixels(fig.add_axes(box), array, title)
         x += w + gap
     if suptitle:
         fig.suptitle(suptitle, y=1 - 4 / height_px, va="top")
