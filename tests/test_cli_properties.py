@@ -25,19 +25,13 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scoregen.cli import cli
+from tests._property import property_settings
 
-# SCOREGEN_PROPERTY_EXAMPLES=500 explores further, with fresh random draws (CI: derandomized)
-EXPLORE = int(os.environ.get("SCOREGEN_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(
-    max_examples=EXPLORE or 25,
-    deadline=None,
-    derandomize=not EXPLORE,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = property_settings(25)
 
 NUMBERS = ["0", "-1", "-0.5", "1e300", "-1e300", "nan", "inf", "-inf", "", " ", "abc", "1e3",
            "0x10", "99999999999999999999999", "1,5", "None", "[]"]  # fmt: skip
@@ -349,7 +343,7 @@ DENOISE = {
 }
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 20)
+@property_settings(20)
 @given(changes=edits(DENOISE))
 def test_denoise_never_raises_and_fails_cleanly(template, changes):
     check_outcome(apply(DENOISE_BASE, changes), template)
@@ -365,13 +359,13 @@ DENOISE_DEEP = {
 }
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 20)
+@property_settings(20)
 @given(changes=edits(DENOISE_DEEP))
 def test_denoise_with_values_click_accepts_never_raises(template, changes):
     check_outcome(apply(DENOISE_BASE, changes), template)
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 15)
+@property_settings(15)
 @given(
     target=st.sampled_from(CHECKPOINTS + ["real.safetensors", "builtin:ring8"]),
     as_json=st.booleans(),
@@ -381,7 +375,7 @@ def test_info_never_raises_and_fails_cleanly(template, target, as_json, extra):
     check_outcome(["info", target, *(["--json"] if as_json else []), *extra], template)
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 15)
+@property_settings(15)
 @given(
     name=st.sampled_from(["nope", "", "../x", "bench", "_common", "posterior_mean_vs_mapp"]),
     changes=edits(
@@ -398,7 +392,7 @@ def test_experiment_never_raises_and_fails_cleanly(template, name, changes):
     check_outcome(apply(["experiment", name], changes), template)
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 8)
+@property_settings(8)
 @given(extra=st.sampled_from([[], ["extra"], ["--json"], ["-q"], ["--help"], ["--bogus", "1"]]))
 def test_builtins_and_the_group_never_raise(template, extra):
     check_outcome(["builtins", *extra], template)
