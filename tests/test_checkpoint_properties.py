@@ -19,22 +19,16 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from scoregen import CheckpointError, load_checkpoint, save_checkpoint
 from scoregen.cli import cli
 from scoregen.data import load_dataset
 from scoregen.models import Denoiser, build_net
+from tests._property import property_settings
 
-# SCOREGEN_PROPERTY_EXAMPLES=500 explores further, with fresh random draws (CI: derandomized)
-EXPLORE = int(os.environ.get("SCOREGEN_PROPERTY_EXAMPLES", "0"))
-SETTINGS = settings(
-    max_examples=EXPLORE or 40,
-    deadline=None,
-    derandomize=not EXPLORE,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+SETTINGS = property_settings(40)
 HOSTILE = [None, True, -1, 0, 0.5, 1e308, -1e308, math.nan, math.inf, -math.inf, "x", "", [],
            {}, [1, 2], [10**9] * 4, 2**64, -(2**63), {"a": 1}, [[1]], [0.1, 0.2, 0.3]]  # fmt: skip
 
@@ -141,6 +135,19 @@ def check_commands(path: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def check_edited_file(header: dict, body: bytes, prefix: str) -> None:
+    """Write the edited checkpoint into a fresh folder, then load it and run every command
+    on it (:func:`check_loads_or_refuses`, :func:`check_commands`)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        path = folder / "edited.safetensors"
+        path.write_bytes(join(header, body))
+        check_loads_or_refuses(path)
+        check_commands(path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @SETTINGS
 @given(
     which=st.sampled_from(["points", "image"]),
@@ -155,14 +162,7 @@ def test_an_edited_record_loads_to_a_working_model_or_is_refused(originals, whic
         record = edit(record, path, value, delete=data.draw(st.booleans(), label="delete"))
     header = {**header, "__metadata__": {**header["__metadata__"],
                                          "scoregen": json.dumps(record, allow_nan=True)}}  # fmt: skip
-    folder = Path(tempfile.mkdtemp(prefix="ckpt-record-"))
-    try:
-        path = folder / "edited.safetensors"
-        path.write_bytes(join(header, body))
-        check_loads_or_refuses(path)
-        check_commands(path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    check_edited_file(header, body, "ckpt-record-")
 
 
 TENSOR_FIELDS = {
@@ -172,7 +172,7 @@ TENSOR_FIELDS = {
 }
 
 
-@settings(SETTINGS, max_examples=EXPLORE or 25)
+@property_settings(25)
 @given(which=st.sampled_from(["points", "image"]), data=st.data())
 def test_an_edited_tensor_header_is_refused_before_reading_weights(originals, which, data):
     header, body = split(originals[which])
@@ -188,11 +188,4 @@ def test_an_edited_tensor_header_is_refused_before_reading_weights(originals, wh
             header.pop(name, None)
         else:
             header[name][field] = value
-    folder = Path(tempfile.mkdtemp(prefix="ckpt-header-"))
-    try:
-        path = folder / "edited.safetensors"
-        path.write_bytes(join(header, body))
-        check_loads_or_refuses(path)
-        check_commands(path)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    check_edited_file(header, body, "ckpt-header-")
