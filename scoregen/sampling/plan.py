@@ -37,10 +37,10 @@ STEP_SCALE = 0.1
 # annealed, learned image models: α_i = IMAGE_STEP_SCALE σ_i², chosen from the digits table
 # (docs/image_quality.md). At 0.1 σ_i² the chains settle into the learned p_σ at every level,
 # errors included, and on builtin:digits-dae that over-weighted the simplest digits and
-# raised the Fréchet distance. 0.02 and 0.01 σ_i² both did better in every number (between
-# them the Fréchet distance differed less than its seed-to-seed spread; 0.01 gave the more even
-# class shares); at 0.01 a chain still moves about 2 σ_i per level in 200 steps, at 0.005 the
-# chains no longer converged.
+# raised the Fréchet distance. 0.02 and 0.01 σ_i² both gave lower Fréchet and kernel distances,
+# a smaller class TV and fewer near-copies (between them the Fréchet distance differed less
+# than its seed-to-seed spread; 0.01 gave the more even class shares); at 0.01 a chain still
+# moves about 2 σ_i per level in 200 steps, at 0.005 the chains no longer converged.
 IMAGE_STEP_SCALE = 0.01
 # A learned score is unreliable where σ is tiny next to the data (Tweedie divides the denoiser's
 # error by σ²): the pc and ode ladders of learned models, whose chains follow the score to the
@@ -88,7 +88,8 @@ DEFAULTS: tuple[tuple[str, str, str], ...] = (
      "data's spread they barely move the chains, a gentle quench where a learned score is least "
      "reliable. Images: chosen from the digits table (docs/image_quality.md), where "
      f"{STEP_SCALE} σ_i² let the chains settle into the learned score's errors (too many of the "
-     "simplest digit, and a larger Fréchet distance); the smaller step did better in every number. "
+     "simplest digit, and a larger Fréchet distance); the smaller step gave lower Fréchet and "
+     "kernel distances, a smaller class TV and fewer near-copies. "
      "An exact score is right at every σ, and curvature-sized steps let the chains "
      "relax at every level. Either way the discretisation bias on a level's variance is at most "
      "5 %"),
