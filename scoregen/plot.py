@@ -725,11 +725,17 @@ def _draw_state(ax, state, *, mixture, sigma, bounds, n_images: int, title: str 
 
 
 def _pick(n_frames: int, n_panels: int) -> list[int]:
-    """``n_panels`` frame indices spread evenly from the first frame to the last."""
+    """At most ``n_panels`` frame indices at one regular stride from the first frame, and the
+    last frame. Trajectories are recorded at regular steps, so the panels are too; only the
+    last gap may be shorter (the smallest stride that fits is used)."""
     if n_frames == 0:
         raise ValueError("frames is empty")
     n_panels = max(1, min(n_panels, n_frames))
-    return sorted({round(i * (n_frames - 1) / max(n_panels - 1, 1)) for i in range(n_panels)})
+    if n_panels == 1:
+        return [0]
+    stride = -(-(n_frames - 1) // (n_panels - 1))  # ceil
+    picked = list(range(0, n_frames, stride))
+    return picked if picked[-1] == n_frames - 1 else [*picked, n_frames - 1]
 
 
 @_styled
@@ -744,7 +750,8 @@ def trajectory_strip(
     n_images: int = 16,
     title: str | None = None,
 ) -> Figure:
-    """A row of snapshots of a sampler's batch, ``n_panels`` frames from first to last.
+    """A row of snapshots of a sampler's batch: at most ``n_panels`` frames at a regular
+    stride from the first, and the last.
 
     ``frames[t]`` is the batch after step t (``[B, 2]`` points, drawn over ``mixture``'s
     contours, or ``[B, C, H, W]`` images, the first ``n_images`` tiled); ``labels[t]`` titles it.

@@ -132,10 +132,18 @@ def test_scatter_samples_draws_points_and_rejects_non_2d():
         plot.scatter_samples(torch.zeros(5, 3))
 
 
-def test_trajectory_strip_shows_the_first_and_last_frames():
+def test_trajectory_strip_shows_the_first_and_last_frames_at_a_regular_stride():
     frames = [torch.full((4, 2), float(t)) for t in range(10)]
     fig = plot.trajectory_strip(frames, n_panels=4, labels=[f"step {t}" for t in range(10)])
     assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 3", "step 6", "step 9"]
+    # a start and 10 levels in 7 panels: every second level, not 0, 2, 3, 5, 7, 8, 10
+    frames = [torch.full((4, 2), float(t)) for t in range(11)]
+    fig = plot.trajectory_strip(frames, n_panels=7, labels=[f"step {50 * t}" for t in range(11)])
+    assert [ax.get_title() for ax in fig.axes] == [f"step {s}" for s in range(0, 501, 100)]
+    # no stride fits exactly: regular from the start, the last frame after a shorter gap
+    frames = [torch.full((4, 2), float(t)) for t in range(12)]
+    fig = plot.trajectory_strip(frames, n_panels=4, labels=[f"step {t}" for t in range(12)])
+    assert [ax.get_title() for ax in fig.axes] == ["step 0", "step 4", "step 8", "step 11"]
     images = [torch.rand(6, 1, 8, 8) for _ in range(3)]
     fig = plot.trajectory_strip(images, n_panels=5)
     assert len(fig.axes) == 3
