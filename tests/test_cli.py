@@ -402,7 +402,7 @@ def test_train_reads_an_image_folder_from_data_dir(tmp_path):
     assert "memorised: " in result.stdout and "KID ×10³:" not in result.stdout
 
 
-def test_a_model_of_28x28_idx_files_is_trained_sampled_and_scored_without_a_classifier(tmp_path):
+def test_a_model_of_28x28_idx_files_is_trained_sampled_and_scored_with_and_without_a_classifier(tmp_path):
     from tests.test_data import write_mnist_files
 
     write_mnist_files(tmp_path, "MNIST", 12, 6, compress=True)
@@ -418,6 +418,32 @@ def test_a_model_of_28x28_idx_files_is_trained_sampled_and_scored_without_a_clas
     assert "Fréchet distance, KID and class coverage: not measured" in result.stdout
     assert "'mnist'; scoregen ships one for digits only" in result.stdout
     assert "memorised: " in result.stdout and "nearest-training distance" in result.stdout
+    # with a classifier trained on the same files, as docs/image_quality.md shows (one epoch on
+    # 12 images: the numbers are not the point)
+    from experiments import train_classifier
+
+    threads = torch.get_num_threads()  # main() sets its --threads
+    try:
+        train_classifier.main(["--data", "mnist", "--data-dir", str(tmp_path), "--epochs", "1",
+                               "--out", str(tmp_path / "c.safetensors")])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    result = invoke("sample", "--ckpt", "m.safetensors", "--sampler", "annealed", "--steps", "4",
+                    "--levels", "2", "--num-samples", "5", "--classifier", "c.safetensors",
+                    cwd=tmp_path)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Fréchet distance in the mnist classifier's features" in result.stdout
+    assert "KID ×10³:" in result.stdout and "class shares" in result.stdout
+    assert "not measured" not in result.stdout
+    # a classifier of other images, a file that is not one, and points: one-line usage errors
+    for spec, ckpt, says in [("builtin:digits-classifier", "m.safetensors", "[1, 8, 8]"),
+                             ("m.safetensors", "m.safetensors", "not 'scoregen-classifier'"),
+                             ("c.safetensors", "builtin:ncsn2d-dae", "points")]:  # fmt: skip
+        result = invoke("sample", "--ckpt", ckpt, "--steps", "20", "-n", "5", "--classifier", spec,
+                        cwd=tmp_path)  # fmt: skip
+        assert result.exit_code == 2, result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "--classifier" in lines[0] and says in lines[0], lines
 
 
 def test_experiment_runs_lists_and_cleans_up(tmp_path, monkeypatch):

@@ -165,6 +165,8 @@ SAMPLE = {
     "--temperature": NUMBERS,
     "--init": ["nope", "data", "exact", "uniform"],
     "--init-data": ["missing.npy", "flat.npy", "junk.png", "pickled.pt", "folder"],
+    "--classifier": ["missing.safetensors", "junk.png", "real.safetensors", "folder", "",
+                     "builtin:digits-classifier", "builtin:nope"],
     "--seed": COUNTS + ["-5", "18446744073709551616"],
     "--device": ["cuda", "tpu", ""],
     "--batch-size": COUNTS,

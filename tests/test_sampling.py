@@ -180,6 +180,12 @@ def test_real_digits_score_inside_the_image_bands_and_noise_outside():
     noisy = report_samples(noise, model, plan, seed=0)
     assert {"fd", "kid"} <= set(noisy.image.outside)
     assert "Fréchet distance in the digits classifier's features" in str(noisy)
+    # a classifier passed by name gives the same numbers as the shipped default
+    named = report_samples(noise, model, plan, seed=0, classifier="builtin:digits-classifier")
+    assert named.image.fd_ratio == noisy.image.fd_ratio
+    points = load_model("builtin:ncsn2d-dae")
+    with pytest.raises(ValueError, match="classifier scores image samples"):
+        report_samples(torch.zeros(4, 2), points, plan_sampling(points, 4), classifier="digits")
 
 
 # ---------------------------------------------------------------------- right at the defaults

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -159,7 +160,9 @@ def _mixture_lines(report: SampleReport, x: Tensor, target, generator) -> None:
         )
 
 
-def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleReport | None:
+def report_samples(
+    samples: Tensor, model, plan, *, seed: int = 0, classifier=None
+) -> SampleReport | None:
     """Compare ``samples`` (data space, ``[n, ...]``) from ``plan`` with what they target.
 
     * Data from an exact mixture: the mixture ``p`` — or ``p_σ`` for Langevin/MALA at σ > 0,
@@ -172,7 +175,10 @@ def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleRepo
     * Images: :func:`scoregen.metrics.image_quality` against the held-out images of the
       data set the checkpoint was trained on (see :func:`_image_report`): the Fréchet and
       kernel distances and class coverage in the features of a shipped classifier for that
-      data (digits), memorisation in pixels; each next to real training images' band.
+      data (digits), or ``classifier`` when given (an
+      :class:`~scoregen.models.classifier.ImageClassifier`, or a name or file for
+      :func:`~scoregen.models.classifier.load_classifier`); memorisation in pixels; each next to real
+      training images' band.
 
     Returns None when there is nothing to compare with (points passed from Python have no
     reference). At most :data:`MAX_REPORT_POINTS` samples are used (a random subset, said in
@@ -181,8 +187,16 @@ def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleRepo
     from scoregen.data import DATASETS, dataset_options, load_dataset
 
     generator = torch.Generator().manual_seed(seed + 1)
+    if classifier is not None and not plan.is_image:
+        raise ValueError(
+            f"classifier scores image samples; these are points of shape {list(plan.shape)}"
+        )
+    if isinstance(classifier, (str, Path)):
+        from scoregen.models.classifier import load_classifier
+
+        classifier = load_classifier(classifier)
     if plan.is_image:
-        return _image_report(samples, model, plan, seed=seed)
+        return _image_report(samples, model, plan, seed=seed, classifier=classifier)
     x = samples.detach().reshape(samples.shape[0], -1).double().cpu()
     n_all = x.shape[0]
     if n_all < 2:
@@ -241,11 +255,12 @@ def report_samples(samples: Tensor, model, plan, *, seed: int = 0) -> SampleRepo
     return report
 
 
-def _image_report(samples: Tensor, model, plan, *, seed: int) -> SampleReport:
+def _image_report(samples: Tensor, model, plan, *, seed: int, classifier=None) -> SampleReport:
     """The image lines: :func:`~scoregen.metrics.image_quality` of the samples (pixels)
     against the held-out images of the checkpoint's data set (at most
-    :data:`MAX_REPORT_IMAGES`, a seeded subset), with the shipped classifier for that data
-    when there is one; otherwise the lines say which numbers could not be measured and why."""
+    :data:`MAX_REPORT_IMAGES`, a seeded subset), with ``classifier`` if given, else the shipped
+    classifier for that data when there is one; otherwise the lines say which numbers could
+    not be measured and why."""
     from scoregen.data import DATASETS, dataset_options, load_dataset
     from scoregen.metrics import image_quality
     from scoregen.models.classifier import BUILTIN_CLASSIFIERS, load_classifier
@@ -280,7 +295,11 @@ def _image_report(samples: Tensor, model, plan, *, seed: int) -> SampleReport:
     generator = torch.Generator().manual_seed(seed + 1)
     test = _subset(dataset.test, MAX_REPORT_IMAGES, generator)
     train, test = dataset.to_data_space(dataset.train), dataset.to_data_space(test)
-    classifier = load_classifier(name) if name in BUILTIN_CLASSIFIERS else None
+    trained_on = None
+    if classifier is not None:
+        trained_on = (classifier.record.get("data") or {}).get("name") or "given"
+    elif name in BUILTIN_CLASSIFIERS:
+        classifier, trained_on = load_classifier(name), name
     quality = image_quality(
         samples.detach().float().cpu(), classifier=classifier, train=train, test=test, seed=seed
     )
@@ -288,13 +307,14 @@ def _image_report(samples: Tensor, model, plan, *, seed: int) -> SampleReport:
     if plan.target_sigma > 0:
         what += f" (the chains target p_σ at σ={plan.target_sigma:.4g}: noisy images)"
     report = SampleReport(target=what, n=n, image=quality)
-    report.lines = image_lines(quality, classifier_for=None if classifier is None else name)
+    report.lines = image_lines(quality, classifier_for=None if classifier is None else trained_on)
     if classifier is None:
         shipped = ", ".join(sorted(BUILTIN_CLASSIFIERS))
         report.lines.insert(
             1,
             f"Fréchet distance, KID and class coverage: not measured (they need a trained "
-            f"classifier for {name!r}; scoregen ships one for {shipped} only)",
+            f"classifier for {name!r}; scoregen ships one for {shipped} only: train one with "
+            f"python -m experiments.train_classifier and pass it as --classifier / classifier=)",
         )
     return report
 
