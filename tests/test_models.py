@@ -279,6 +279,14 @@ def test_config_errors_name_the_field():
         build_net("unet", shape=(28, 28))
     with pytest.raises(ValueError, match="nc must hold 4 positive widths"):
         build_net("drunet", nc=(8, 8, 8))
+    for family in ("unet", "conv_ae"):
+        for channels in ((), (8, 0)):
+            with pytest.raises(ValueError, match="channels must list positive widths"):
+                build_net(family, shape=(1, 8, 8), channels=channels)
+    from scoregen.models.classifier import ClassifierConfig, ImageClassifier
+
+    with pytest.raises(ValueError, match="channels must list positive widths"):
+        ImageClassifier(ClassifierConfig(channels=(4, -1)))
     with pytest.raises(
         ValueError, match=r"ConvAE expects input \[B, 1, 8, 8\], got \(2, 1, 9, 8\)"
     ):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scoregen._io import atomic_write
-from scoregen.models.layers import check_image_shape
+from scoregen.models.layers import check_image_shape, check_widths
 
 __all__ = [
     "CLASSIFIER_FORMAT",
@@ -66,9 +66,7 @@ class ImageClassifier(nn.Module):
     def __init__(self, config: ClassifierConfig):
         super().__init__()
         channels = check_image_shape(config.shape)[0]
-        widths = list(config.channels)
-        if not widths or min(widths) < 1:
-            raise ValueError(f"channels must list positive widths, got {config.channels}")
+        widths = check_widths(config.channels)
         for name in ("feature_dim", "n_classes", "pool"):
             value = getattr(config, name)
             if not isinstance(value, int) or value < (2 if name == "n_classes" else 1):

@@ -14,6 +14,7 @@ from scoregen.models.layers import (
     activation_gain,
     check_choice,
     check_image_shape,
+    check_widths,
     noise_inputs,
 )
 
@@ -68,8 +69,7 @@ class ConvAE(nn.Module):
         check_choice("activation", config.activation, ACTIVATIONS)
         check_choice("output", config.output, ("linear", "sigmoid"))
         channels, height, width = check_image_shape(config.shape)
-        if not config.channels or min(config.channels) < 1:
-            raise ValueError(f"channels must list positive widths, got {config.channels}")
+        check_widths(config.channels)
         if config.latent_dim < 1 or config.embed_dim < 0:
             raise ValueError(
                 f"latent_dim must be >= 1 and embed_dim >= 0, got {config.latent_dim}, {config.embed_dim}"

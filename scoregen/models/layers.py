@@ -51,6 +51,14 @@ def check_image_shape(shape) -> tuple[int, int, int]:
     return shape
 
 
+def check_widths(channels) -> list[int]:
+    """``channels`` (one width per level) as a list, else a ValueError naming it."""
+    widths = list(channels)
+    if not widths or min(widths) < 1:
+        raise ValueError(f"channels must list positive widths, got {channels}")
+    return widths
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     """GroupNorm with the largest group count <= ``groups`` that divides ``channels``."""
     return nn.GroupNorm(math.gcd(groups, channels), channels)

@@ -8,7 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scoregen.models.layers import NoiseEmbedding, check_image_shape, group_norm, noise_inputs
+from scoregen.models.layers import (
+    NoiseEmbedding,
+    check_image_shape,
+    check_widths,
+    group_norm,
+    noise_inputs,
+)
 
 __all__ = ["UNetConfig", "UNet"]
 
@@ -61,9 +67,7 @@ class UNet(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
         channels = check_image_shape(config.shape)[0]
-        widths = list(config.channels)
-        if not widths or min(widths) < 1:
-            raise ValueError(f"channels must list positive widths, got {config.channels}")
+        widths = check_widths(config.channels)
         if config.blocks_per_level < 1 or config.embed_dim < 0 or config.groups < 1:
             raise ValueError(
                 "blocks_per_level and groups must be >= 1 and embed_dim >= 0, got "
