@@ -186,6 +186,11 @@ def test_real_digits_score_inside_the_image_bands_and_noise_outside():
     points = load_model("builtin:ncsn2d-dae")
     with pytest.raises(ValueError, match="classifier scores image samples"):
         report_samples(torch.zeros(4, 2), points, plan_sampling(points, 4), classifier="digits")
+    from scoregen.models.classifier import ClassifierConfig, ImageClassifier
+
+    other = ImageClassifier(ClassifierConfig(shape=(1, 28, 28), channels=(4,)))
+    with pytest.raises(ValueError, match=r"takes images of shape \[1, 28, 28\], the model's are \[1, 8, 8\]"):  # fmt: skip
+        report_samples(noise, model, plan, classifier=other)
 
 
 # ---------------------------------------------------------------------- right at the defaults

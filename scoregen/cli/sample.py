@@ -136,26 +136,15 @@ def _read_examples(path: str):
 
 
 def _read_classifier(spec: str, plan):
-    """The ``--classifier`` for an image plan, loaded (safetensors only) and checked to take
-    the model's images."""
-    from scoregen.models.classifier import load_classifier
+    """The ``--classifier`` for ``plan``, loaded (safetensors only) and checked by the
+    library; its errors become usage errors naming the option."""
+    from scoregen.sampling.report import check_classifier
 
-    if not plan.is_image:
-        raise click.BadParameter(
-            f"scores image samples; this model's data are points of shape {list(plan.shape)}",
-            param_hint="--classifier",
-        )
     try:
-        classifier = load_classifier(spec)
+        return check_classifier(spec, plan)
     except (ValueError, OSError) as e:
-        raise click.BadParameter(" ".join(str(e).split())[:300], param_hint="--classifier") from None
-    takes = tuple(classifier.config.shape)
-    if takes != tuple(plan.shape):
-        raise click.BadParameter(
-            f"{spec!r} takes images of shape {list(takes)}, the model's are {list(plan.shape)}",
-            param_hint="--classifier",
-        )
-    return classifier
+        message = " ".join(str(e).split()).removeprefix("classifier ")
+        raise click.BadParameter(message[:300], param_hint="--classifier") from None
 
 
 def run_sample(**o) -> None:

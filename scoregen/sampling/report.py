@@ -160,6 +160,29 @@ def _mixture_lines(report: SampleReport, x: Tensor, target, generator) -> None:
         )
 
 
+def check_classifier(classifier, plan):
+    """``classifier`` (an :class:`~scoregen.models.classifier.ImageClassifier`, or a name or
+    file for :func:`~scoregen.models.classifier.load_classifier`) loaded, and checked to take
+    the images ``plan`` draws; a ValueError (OSError for an unreadable file) otherwise."""
+    if not plan.is_image:
+        raise ValueError(
+            f"classifier scores image samples; these are points of shape {list(plan.shape)}"
+        )
+    named = ""
+    if isinstance(classifier, (str, Path)):
+        from scoregen.models.classifier import load_classifier
+
+        named = f"{str(classifier)!r} "
+        classifier = load_classifier(classifier)
+    takes = tuple(classifier.config.shape)
+    if takes != tuple(plan.shape):
+        raise ValueError(
+            f"classifier {named}takes images of shape {list(takes)}, the model's are "
+            f"{list(plan.shape)}"
+        )
+    return classifier
+
+
 def report_samples(
     samples: Tensor, model, plan, *, seed: int = 0, classifier=None
 ) -> SampleReport | None:
@@ -187,14 +210,8 @@ def report_samples(
     from scoregen.data import DATASETS, dataset_options, load_dataset
 
     generator = torch.Generator().manual_seed(seed + 1)
-    if classifier is not None and not plan.is_image:
-        raise ValueError(
-            f"classifier scores image samples; these are points of shape {list(plan.shape)}"
-        )
-    if isinstance(classifier, (str, Path)):
-        from scoregen.models.classifier import load_classifier
-
-        classifier = load_classifier(classifier)
+    if classifier is not None:
+        classifier = check_classifier(classifier, plan)
     if plan.is_image:
         return _image_report(samples, model, plan, seed=seed, classifier=classifier)
     x = samples.detach().reshape(samples.shape[0], -1).double().cpu()
